@@ -17,7 +17,9 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-REAL = Path("/work/shared/data/xenium")
+from tests.conftest import SHARED_DATA
+
+REAL = SHARED_DATA / "xenium"
 SMALL = REAL / "spatialexperimentio_Xenium_small"
 BRAIN = REAL / "moleculeexperiment_mouse_brain" / "sample1"
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 from ghist_ray.xenium import Alignment, read_xenium
 
@@ -17,25 +15,9 @@ from .conftest import GENES, write_outs
 BUCKET = "xenium-runs"
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def storage_options(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict:
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(key, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    # s3fs mkdir trips on us-east-1's location constraint: create the bucket with boto3.
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    if BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
-        client.create_bucket(Bucket=BUCKET)
-    return {"client_kwargs": {"endpoint_url": s3_endpoint}, "skip_instance_cache": True}
+def storage_options(s3_env) -> dict:
+    return s3_env(BUCKET)
 
 
 @pytest.mark.parametrize("matrix", ["h5", "mex"])

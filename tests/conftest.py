@@ -1,0 +1,66 @@
+"""Fixtures shared by every test folder: the real data beside the repo, a small cohort."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ghist_ray.config import SynthConfig
+
+# Real files written by others live in ../shared/data next to the checkout (CI too).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+assert SHARED_DATA.is_dir(), f"{SHARED_DATA}: the shared real-data folder is missing"
+
+# Small enough to generate in seconds, large enough for every reader in the system.
+SMALL_COHORT = SynthConfig(
+    n_slides=4, n_xenium=2, seed=7, width_um=768.0, height_um=640.0, workers=2
+)
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic cohort written once per test session (read-only for tests)."""
+    from ghist_ray.synth import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort") / "cohort"
+    generate_cohort(SMALL_COHORT, str(out), progress=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API server (moto) on loopback for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], dict]:
+    """Point boto3/s3fs at the loopback server via the environment, as users would.
+
+    Returns a function that creates a bucket and gives the fsspec storage options.
+    """
+    import boto3
+    import fsspec
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    fsspec.filesystem("s3").clear_instance_cache()
+
+    def bucket(name: str) -> dict:
+        # s3fs mkdir trips on us-east-1's location constraint: create it with boto3.
+        client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+        if name not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+            client.create_bucket(Bucket=name)
+        return {"client_kwargs": {"endpoint_url": s3_endpoint}, "skip_instance_cache": True}
+
+    return bucket
