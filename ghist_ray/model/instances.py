@@ -1,0 +1,73 @@
+"""Nucleus instances from the segmentation head's maps, and the cell table of a mask.
+
+Post-processing is a marker-controlled watershed: cores where the normalised distance map
+exceeds a threshold seed one nucleus each, and the watershed of -distance grows them over
+the foreground. The whole batch is processed as one 3-D array whose structuring element
+has no links between patches, so no Python loop runs over patches or nuclei.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from skimage.segmentation import watershed
+from torch import Tensor
+
+# 4-connectivity within a patch, none across patches (axis 0).
+_IN_PLANE = np.zeros((3, 3, 3), bool)
+_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
+def instances_from_maps(
+    foreground: np.ndarray,
+    distance: np.ndarray,
+    fg_threshold: float = 0.5,
+    core_threshold: float = 0.5,
+    min_area_px: int = 16,
+) -> np.ndarray:
+    """(B, H, W) foreground probability + normalised distance -> (B, H, W) int32 ids 1..K.
+
+    Foreground blobs without any core (very small nuclei) become one nucleus each; nuclei
+    smaller than `min_area_px` are dropped. Ids restart at 1 in every patch.
+
+    Example:
+        >>> fg = np.zeros((1, 8, 8)); fg[0, 2:6, 2:6] = 1
+        >>> dist = fg * 0.9
+        >>> int(instances_from_maps(fg, dist, min_area_px=4).max())
+        1
+    """
+    mask = foreground > fg_threshold
+    markers, n_markers = ndimage.label(mask & (distance > core_threshold), _IN_PLANE)
+    labels = watershed(-distance, markers, mask=mask, connectivity=_IN_PLANE)
+    orphans, _ = ndimage.label(mask & (labels == 0), _IN_PLANE)
+    labels = np.where(orphans > 0, orphans + n_markers, labels)
+    return _renumber_per_patch(labels, min_area_px)
+
+
+def _renumber_per_patch(labels: np.ndarray, min_area_px: int) -> np.ndarray:
+    """Global ids -> ids 1..K within each patch, dropping ids smaller than `min_area_px`."""
+    area = np.bincount(labels.ravel())
+    patch_of = np.zeros(len(area), np.int64)
+    patch_of[labels.ravel()] = np.repeat(
+        np.arange(labels.shape[0]), labels.shape[1] * labels.shape[2]
+    )
+    ids = np.flatnonzero(area >= min_area_px)
+    ids = ids[ids > 0]
+    ids = ids[np.argsort(patch_of[ids], kind="stable")]
+    counts = np.bincount(patch_of[ids], minlength=labels.shape[0])
+    starts = np.cumsum(counts) - counts
+    lookup = np.zeros(len(area), np.int32)
+    lookup[ids] = np.arange(len(ids)) - starts[patch_of[ids]] + 1
+    return lookup[labels]
+
+
+def cells_from_instances(instances: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, H, W) instance ids -> (cell_patch, cell_instance), every nucleus once, sorted."""
+    n_ids = int(instances.max()) + 1 if instances.numel() else 1
+    present = torch.zeros((instances.shape[0], n_ids), dtype=torch.bool, device=instances.device)
+    batch = torch.arange(instances.shape[0], device=instances.device)[:, None, None]
+    present[batch.expand_as(instances), instances] = True
+    present[:, 0] = False
+    cell_patch, cell_instance = torch.nonzero(present, as_tuple=True)
+    return cell_patch, cell_instance

@@ -1,0 +1,96 @@
+"""Multitask loss: every term is returned on its own (for logging) plus the weighted total.
+
+Terms (all means, so weights are comparable across batch sizes):
+- seg_foreground: BCE + soft Dice on the nucleus foreground logit.
+- seg_distance: MSE of the regressed distance map against the normalised distance (no
+  sigmoid: a saturated sigmoid stalls on the mostly-zero background).
+- deep_supervision: BCE of the coarse foreground logits (only when the backbone has them).
+- pixel_type: CE over background + C types; pixels of unknown-type cells are ignored.
+- cell_type: CE per cell; cells labelled -1 are ignored.
+- neighbourhood: KL(target composition || predicted) per cell.
+- expression: MSE on the expr_scale · log1p(count) scale. MSE on log counts is the
+  published choice; it treats a miss of a lowly and a highly expressed gene alike.
+- expression_type: CE of the expression classifier on true expression (trains it).
+- consistency: KL between the classifier's type distribution on true expression (the
+  teacher, detached) and on predicted expression; it trains the expression head (and the
+  classifier) towards expression that reads as the right cell type. Unlike an argmax
+  composition loss, it has a gradient, and it uses cells of unknown type too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ghist_ray.model.batch import PatchBatch
+from ghist_ray.model.config import LossWeights
+from ghist_ray.model.network import GhistOutputs
+from ghist_ray.model.targets import UNKNOWN, pixel_targets
+
+
+def _known_mean(losses: Tensor, target: Tensor) -> Tensor:
+    """Mean over entries whose label is known; 0 (still differentiable) when none are."""
+    known = (target != UNKNOWN).to(losses.dtype)
+    return (losses * known).sum() / known.sum().clamp_min(1.0)
+
+
+def _cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    per_item = F.cross_entropy(logits.float(), target, ignore_index=UNKNOWN, reduction="none")
+    return _known_mean(per_item, target)
+
+
+def _row_mean(per_row: Tensor) -> Tensor:
+    """Mean over cells; 0 (still differentiable) for a batch without cells."""
+    return per_row.sum() / max(len(per_row), 1)
+
+
+def _kl(log_q: Tensor, p: Tensor) -> Tensor:
+    """Mean over rows of KL(p || q)."""
+    return _row_mean(F.kl_div(log_q, p, reduction="none").sum(-1))
+
+
+def _dice(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+    prob = torch.sigmoid(logits)
+    return 1 - (2 * (prob * target).sum() + eps) / (prob.sum() + target.sum() + eps)
+
+
+def compute_losses(
+    outputs: GhistOutputs, batch: PatchBatch, weights: LossWeights
+) -> dict[str, Tensor]:
+    """All loss terms and `total` for one batch; the forward must have had true expression.
+
+    Example:
+        >>> out = model(batch.images, batch.instances, batch.cell_patch,  # doctest: +SKIP
+        ...             batch.cell_instance, true_expression=batch.cell_expr)
+        >>> losses = compute_losses(out, batch, model.config.loss_weights)  # doctest: +SKIP
+        >>> losses["total"].backward()  # doctest: +SKIP
+    """
+    pixels, cells = outputs.pixels, outputs.cells
+    if cells.expr_type_true_logits is None:
+        raise ValueError("compute_losses needs outputs of a forward given true_expression")
+    targets = pixel_targets(batch.instances, batch.cell_patch, batch.cell_instance, batch.cell_type)
+    fg_logit = pixels.foreground_logits.float()
+    bce = F.binary_cross_entropy_with_logits
+    teacher = torch.softmax(cells.expr_type_true_logits.detach().float(), -1)
+    terms = {
+        "seg_foreground": bce(fg_logit, targets.foreground) + _dice(fg_logit, targets.foreground),
+        "seg_distance": F.mse_loss(pixels.distance.float(), targets.distance),
+        "pixel_type": _cross_entropy(pixels.pixel_type_logits, targets.pixel_type),
+        "cell_type": _cross_entropy(cells.type_logits, batch.cell_type),
+        "neighbourhood": _kl(
+            torch.log_softmax(cells.nbhd_logits.float(), -1), batch.cell_nbhd.float()
+        ),
+        "expression": _row_mean(
+            (cells.expression.float() - batch.cell_expr.float()).pow(2).mean(-1)
+        ),
+        "expression_type": _cross_entropy(cells.expr_type_true_logits, batch.cell_type),
+        "consistency": _kl(torch.log_softmax(cells.expr_type_logits.float(), -1), teacher),
+    }
+    side = pixels.features.side_logits
+    if side:
+        terms["deep_supervision"] = torch.stack(
+            [bce(s[:, 0].float(), targets.foreground) for s in side]
+        ).mean()
+    terms["total"] = sum(getattr(weights, name) * value for name, value in terms.items())
+    return terms
