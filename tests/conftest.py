@@ -64,3 +64,15 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Callable[[str],
         return {"client_kwargs": {"endpoint_url": s3_endpoint}, "skip_instance_cache": True}
 
     return bucket
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the session; 4 logical CPUs so actors never starve reads on 2 cores."""
+    import ray
+
+    from ghist_ray.runtime import ensure_ray
+
+    ensure_ray(num_cpus=4)
+    yield
+    ray.shutdown()

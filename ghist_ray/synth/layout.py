@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 from ghist_ray.synth.noise import fractal_noise, grid_noise, interp_weights, value_noise
 
 FIELD_UM = 8.0  # grid step of the coarse fields
+CHUNK = 400_000  # candidate cells evaluated at once
 HARMONICS = (2, 3, 4)  # boundary ripples of a nucleus outline
 
 
@@ -149,26 +150,25 @@ def make_fields(width_um: float, height_um: float, params: SlideParams, seed: in
 
 
 def _type_intensity(
-    fields: SlideFields, params: SlideParams, x: np.ndarray, y: np.ndarray
+    fields: SlideFields, params: SlideParams, x: np.ndarray, y: np.ndarray, cell_type: int
 ) -> np.ndarray:
-    """Candidate density (cells/µm²) of each type at points; shape (types, n)."""
+    """Candidate density (cells/µm²) of one type at points."""
     at = PointSampler(x, y)
     tissue = fields.tissue_mask(at)
     nest = fields.nest_mask(at, tissue)
     stroma = tissue & ~nest
-    vessel = at.field(fields.vessel)
+    name = TYPE_NAMES[cell_type]
+    if name == "Malignant":
+        return nest / 45.0
+    if name == "Endothelial":
+        return stroma * at.field(fields.vessel) / 55.0
+    if name == "Fibroblast":
+        return stroma * (1.0 - at.field(fields.vessel)) / 230.0
     near = np.exp(-at.field(fields.dist_out) / 45.0)
-    immune = params.immune
-    lam = np.stack(
-        [
-            nest / 45.0,  # Malignant
-            stroma * (1.0 - vessel) / 230.0,  # Fibroblast
-            tissue * (immune * (stroma * near / 70.0 + nest / 450.0) + 1.0 / 4000.0),  # T
-            stroma / 900.0 + stroma * near * immune / 700.0,  # Macrophage
-            stroma * vessel / 55.0,  # Endothelial
-        ]
-    )
-    return lam.astype(np.float64)
+    if name == "T":
+        immune = params.immune * (stroma * near / 70.0 + nest / 450.0)
+        return tissue * (immune + 1.0 / 4000.0)
+    return stroma / 900.0 + stroma * near * params.immune / 700.0  # Macrophage
 
 
 def _hard_core(xy: np.ndarray, radius: np.ndarray, gap: float, rng: np.random.Generator):
@@ -180,10 +180,16 @@ def _hard_core(xy: np.ndarray, radius: np.ndarray, gap: float, rng: np.random.Ge
     n = len(xy)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    pairs = cKDTree(xy).query_pairs(2 * radius.max() + gap, output_type="ndarray")
-    i, j = pairs.T if len(pairs) else (np.zeros(0, int), np.zeros(0, int))
-    conflict = np.hypot(*(xy[i] - xy[j]).T) < radius[i] + radius[j] + gap
-    i, j = i[conflict], j[conflict]
+    # Conflicting pairs, found a block of points at a time so memory stays bounded.
+    tree = cKDTree(xy)
+    reach = 2 * radius.max() + gap
+    parts = []
+    for block in np.array_split(np.arange(n), max(1, n // 50_000)):
+        near = cKDTree(xy[block]).sparse_distance_matrix(tree, reach, output_type="ndarray")
+        a, b = block[near["i"]], near["j"]
+        hit = (a < b) & (near["v"] < radius[a] + radius[b] + gap)
+        parts.append(np.stack([a[hit], b[hit]]).astype(np.int64))
+    i, j = np.concatenate(parts, axis=1)
     prio = rng.random(n)
     alive = np.ones(n, dtype=bool)
     while len(i):
@@ -212,12 +218,13 @@ def generate_layout(
     n_cand = rng.poisson(lam_max * width_um * height_um)
     xs, ys, types = [], [], []
     for t, n in enumerate(n_cand):
-        x = rng.uniform(0, width_um, n)
-        y = rng.uniform(0, height_um, n)
-        keep = rng.random(n) * lam_max[t] < _type_intensity(fields, params, x, y)[t]
-        xs.append(x[keep])
-        ys.append(y[keep])
-        types.append(np.full(keep.sum(), t))
+        for chunk in np.array_split(np.arange(n), max(1, n // CHUNK)):  # bounded memory
+            x = rng.uniform(0, width_um, len(chunk))
+            y = rng.uniform(0, height_um, len(chunk))
+            keep = rng.random(len(chunk)) * lam_max[t] < _type_intensity(fields, params, x, y, t)
+            xs.append(x[keep])
+            ys.append(y[keep])
+            types.append(np.full(keep.sum(), t))
     x, y, cell_type = np.concatenate(xs), np.concatenate(ys), np.concatenate(types)
 
     spec = [CELL_TYPES[t] for t in range(len(CELL_TYPES))]
@@ -260,7 +267,12 @@ def generate_layout(
         cells[f"phase{k}"] = rng.uniform(0, 2 * np.pi, len(x))
     cells = cells[alive].sort_values(["y_um", "x_um"], ignore_index=True)
     cells.insert(0, "cell_id", np.arange(len(cells), dtype=np.int64))
-    cells["area_um2"] = polygon_area(nucleus_polygons(cells, 64))
+    cells["area_um2"] = np.concatenate(
+        [
+            polygon_area(nucleus_polygons(cells.iloc[block], 64))
+            for block in np.array_split(np.arange(len(cells)), max(1, len(cells) // 20_000))
+        ]
+    )
     return fields, cells
 
 
