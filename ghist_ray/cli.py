@@ -108,7 +108,6 @@ def _not_built(stage: str, issue: int) -> Callable[..., None]:
 
 
 for _stage, _issue in [
-    ("prepare", 4),
     ("train", 5),
     ("evaluate", 5),
     ("infer", 6),
@@ -119,6 +118,25 @@ for _stage, _issue in [
         _stage,
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(_not_built(_stage, _issue))
+
+
+@app.command()
+@user_errors
+def prepare(
+    manifest: Annotated[str, typer.Option(help="cohort manifest (Parquet/CSV, local or s3://)")],
+    out: Annotated[str, typer.Option(help="shard folder or s3:// URI")],
+    reference: Annotated[
+        str | None, typer.Option(help="per-type mean expression CSV (types × genes)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Paired H&E + Xenium → labelled training shards (Parquet) and a summary."""
+    from ghist_ray.prepare import run_prepare
+
+    cfg = _config(config, set_)
+    run_prepare(cfg.prepare, manifest, reference, out, overwrite, progress=typer.echo)
 
 
 @app.command()

@@ -8,7 +8,7 @@ under one output root. Values come from defaults, then a YAML file, then
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -44,11 +44,64 @@ class SynthConfig(StageConfig):
         return self
 
 
+class PrepareConfig(StageConfig):
+    """Paired H&E + Xenium → training shards (see ``ghist_ray.prepare``)."""
+
+    patch_px: int = Field(256, ge=64, le=1024, multiple_of=32, description="model input size")
+    mpp: float = Field(0.25, gt=0.05, le=2.0, description="model µm per pixel")
+    overlap_px: int = Field(0, ge=0, description="overlap between training tiles")
+    min_cells: int = Field(3, ge=1, description="labelled cells a tile needs to be kept")
+    min_inside: float = Field(0.5, gt=0.0, le=1.0, description="nucleus fraction inside tile")
+    min_transcripts: int = Field(10, ge=0)
+    min_nucleus_area_um2: float = Field(6.0, ge=0.0)
+    min_confidence: float = Field(0.6, ge=0.0, le=1.0, description="type-label confidence")
+    min_reference_overlap: float = Field(0.5, gt=0.0, le=1.0)
+    type_column: str | None = Field(None, description="cells-table column with type names")
+    type_names: list[str] | None = Field(None, description="default: the reference's rows")
+    nbhd_radius_um: float = Field(30.0, gt=0.0)
+    expr_scale: float = Field(5.0, gt=0.0)
+    library_normalise: bool = False
+    val_fraction: float = Field(0.34, gt=0.0, lt=1.0)
+    seed: int = 0
+    workers: int = Field(0, ge=0, description="tile-labelling actors; 0 = one per core")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> PrepareConfig:
+        if self.overlap_px >= self.patch_px:
+            raise ValueError("overlap_px must be smaller than patch_px")
+        return self
+
+
+class TrainConfig(StageConfig):
+    """Ray Train fit of the GHIST network on prepared shards (see ``ghist_ray.train``)."""
+
+    name: str = Field("ghist", pattern=r"^[A-Za-z0-9_.-]+$", description="run name; reuse = resume")
+    preset: Literal["small", "paper"] = "small"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1, description="patches per worker per step")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
+    keep_checkpoints: int = Field(2, ge=1, description="best-k kept by validation score")
+    stain_jitter: float = Field(0.05, ge=0.0, le=0.5)
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
+    reference: str | None = Field(None, description="types × genes CSV for the expression head")
+    gene_panel: list[str] | None = Field(None, description="if set, must equal the shards' panel")
+    register_as: str | None = Field("ghist", description="MLflow registered-model name")
+    tracking_uri: str | None = Field(None, description="default: sqlite under the output root")
+    seed: int = 0
+
+
 class PipelineConfig(StageConfig):
     """All stages of one run, under one output root URI."""
 
     out: str = Field("demo_out", description="root URI (local path or s3://) of all outputs")
     synth: SynthConfig = SynthConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:

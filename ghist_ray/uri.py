@@ -78,3 +78,41 @@ def staged_output(
     finally:
         if stage.exists():
             shutil.rmtree(stage)
+
+
+@contextmanager
+def committed_prefix(
+    uri: str, overwrite: bool, marker: str, storage_options: dict | None = None
+) -> Iterator[str]:
+    """A URI that distributed writers (Ray workers) fill; it becomes ``uri`` on success.
+
+    Locally that is a hidden sibling folder renamed into place at the end. On an
+    object store there is no rename: the writers write under ``uri`` itself and
+    the caller writes ``marker`` last, so an incomplete output never has one; on
+    failure the prefix is removed.
+    """
+    check_fresh(uri, overwrite, storage_options)
+    fs, path = filesystem(uri, storage_options)
+    if is_remote(uri):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        try:
+            yield uri
+        except BaseException:
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+            raise
+        return
+    final = Path(uri).absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield str(stage)
+        if not (stage / marker).exists():
+            raise GhistError(f"{uri}: output incomplete ({marker} was not written)")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(stage, final)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)

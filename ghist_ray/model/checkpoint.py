@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ghist_ray.errors import GhistError
 from ghist_ray.model.config import ModelConfig
 from ghist_ray.model.network import GhistNet
 
@@ -28,7 +29,7 @@ CARD_FILE = "model_card.json"
 CARD_FORMAT = 1
 
 
-class ModelMismatchError(ValueError):
+class ModelMismatchError(GhistError, ValueError):
     """A checkpoint's gene panel or cell-type names differ from what the caller expects."""
 
 

@@ -3,8 +3,10 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ghist_ray.errors import GhistError
 
-class XeniumFormatError(ValueError):
+
+class XeniumFormatError(GhistError, ValueError):
     """A Xenium file is missing, unreadable or inconsistent; the message names the file."""
 
 

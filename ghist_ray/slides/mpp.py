@@ -1,0 +1,65 @@
+"""Microns per level-0 pixel: the one number every physical size depends on.
+
+An explicit override (the manifest's ``mpp`` column, for slides whose metadata
+is missing or wrong) wins. Otherwise: OpenSlide's ``openslide.mpp-x/y``, which
+OpenSlide 4 also derives from TIFF resolution tags in centimetres or inches;
+then ``PhysicalSizeX/Y`` of OME-XML in the image description, which OpenSlide
+does not parse. A metadata value outside ``PLAUSIBLE`` is refused rather than
+used: 72 or 96 dpi written by image libraries (352.8 / 264.6 µm/px) are
+defaults, not scans, and tiling at them would silently produce nonsense.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+import openslide
+
+from ghist_ray.errors import GhistError
+
+log = logging.getLogger(__name__)
+
+PLAUSIBLE = (0.01, 50.0)  # µm/px: from beyond-100× scans to coarse overview images
+_OME_SIZE = re.compile(r'PhysicalSize([XY])="([0-9.eE+-]+)"')
+_OME_UNIT = re.compile(r'PhysicalSize[XY]Unit="([^"]*)"')
+
+
+def _metadata_mpp(props: Mapping[str, str]) -> tuple[float, float, str] | None:
+    """(x, y, source) µm/px from the slide's own metadata, if any."""
+    x, y = props.get(openslide.PROPERTY_NAME_MPP_X), props.get(openslide.PROPERTY_NAME_MPP_Y)
+    if x is not None and y is not None:
+        return float(x), float(y), "openslide"
+    description = props.get("tiff.ImageDescription", "")
+    sizes = dict(_OME_SIZE.findall(description)) if "<OME" in description else {}
+    if {"X", "Y"} <= sizes.keys() and set(_OME_UNIT.findall(description)) <= {"µm", "um"}:
+        return float(sizes["X"]), float(sizes["Y"]), "ome"
+    return None
+
+
+def slide_mpp(props: Mapping[str, str], override: float | None, name: str) -> tuple[float, str]:
+    """Level-0 µm/px and where it came from: ``override``, ``openslide`` or ``ome``."""
+    found = _metadata_mpp(props)
+    if override is not None:
+        if not override > 0:
+            raise GhistError(f"{name}: mpp override must be positive, got {override}")
+        if found is not None and abs(found[0] - override) > 0.05 * override:
+            x, _, source = found
+            log.warning("%s: mpp override %.4g replaces %.4g from %s", name, override, x, source)
+        return float(override), "override"
+    if found is None:
+        raise GhistError(
+            f"{name}: no microns-per-pixel in the slide metadata; "
+            "give an mpp override in the manifest"
+        )
+    x, y, source = found
+    low, high = PLAUSIBLE
+    if not (low <= x <= high and low <= y <= high):
+        raise GhistError(
+            f"{name}: {x:.4g} µm/px in the slide metadata is not a scan resolution "
+            "(an image-library default?); give an mpp override in the manifest"
+        )
+    if abs(x - y) > 0.01 * max(x, y):
+        raise GhistError(f"{name}: non-square pixels ({x:.4g} × {y:.4g} µm) are not supported")
+    return (x + y) / 2, source
