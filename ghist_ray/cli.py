@@ -108,8 +108,6 @@ def _not_built(stage: str, issue: int) -> Callable[..., None]:
 
 
 for _stage, _issue in [
-    ("train", 5),
-    ("evaluate", 5),
     ("infer", 6),
     ("survival", 7),
     ("compare", 7),
@@ -137,6 +135,43 @@ def prepare(
 
     cfg = _config(config, set_)
     run_prepare(cfg.prepare, manifest, reference, out, overwrite, progress=typer.echo)
+
+
+@app.command()
+@user_errors
+def train(
+    shards: Annotated[str, typer.Option(help="shard folder made by `ghist-ray prepare`")],
+    out: Annotated[str, typer.Option(help="run root: checkpoints, final model, MLflow store")],
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default: sqlite under --out)")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fit the network with Ray Train; re-running the same name and --out resumes."""
+    from ghist_ray.train import run_train
+
+    cfg = _config(config, set_, **{"train.tracking_uri": tracking_uri})
+    run_train(cfg.train, shards, out, progress=typer.echo)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Annotated[str, typer.Option(help="model directory or models:/<name>/<version>")],
+    shards: Annotated[str, typer.Option(help="shard folder with the held-out split")],
+    out: Annotated[Path, typer.Option(help="folder for metrics, tables and pictures")],
+    split: Annotated[str, typer.Option(help="which split to evaluate")] = "val",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow registry for models:/")] = None,
+) -> None:
+    """PCC (all genes, top SVGs, HVGs), SSIM of gene maps, type F1, nuclei F1, pictures."""
+    from ghist_ray.evaluate import load_and_evaluate
+    from ghist_ray.tracking import fetch_model
+
+    report = load_and_evaluate(str(fetch_model(model, tracking_uri)), shards, split, out)
+    for key, value in report.metrics.items():
+        typer.echo(f"{key:>22}: {value:.4g}")
+    typer.echo(f"evaluation written to {out}")
 
 
 @app.command()

@@ -84,6 +84,7 @@ class TrainConfig(StageConfig):
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
     keep_checkpoints: int = Field(2, ge=1, description="best-k kept by validation score")
     stain_jitter: float = Field(0.05, ge=0.0, le=0.5)
@@ -95,6 +96,36 @@ class TrainConfig(StageConfig):
     seed: int = 0
 
 
+class InferConfig(StageConfig):
+    """Cohort inference on Ray Data (see ``ghist_ray.infer``). Tile size and µm/px
+    come from the model card; these settings say how to tile, batch and commit."""
+
+    max_nucleus_um: float = Field(
+        10.0, gt=0, description="largest nucleus diameter: the tile overlap, so none is cut"
+    )
+    min_tissue: float = Field(0.05, ge=0.0, le=1.0, description="tissue fraction a tile needs")
+    tissue_mpp: float = Field(8.0, gt=0, description="µm/px of the tissue mask")
+    stain_normalise: bool = Field(False, description="Macenko-normalise every tile")
+    min_nucleus_px: int = Field(16, ge=1, description="smallest nucleus kept, model px")
+    max_bad_tiles: float = Field(
+        0.05, ge=0.0, le=1.0, description="unreadable fraction of tiles above which a slide fails"
+    )
+    wave_slides: int = Field(16, ge=1, description="slides per pipeline run, committed together")
+    read_batch: int = Field(16, ge=1, description="tiles per read task")
+    model_batch: int = Field(16, ge=1, description="tiles per model call")
+    readers: int = Field(0, ge=0, description="reader actors at most; 0 = one per CPU")
+    model_actors: int = Field(0, ge=0, description="model actors; 0 = one per GPU, 1 without")
+    reader_cpus: float = Field(0.5, gt=0, description="CPUs Ray reserves per reader actor")
+    model_cpus: float = Field(0.5, gt=0, description="CPUs reserved per model actor (no GPU)")
+    torch_threads: int = Field(0, ge=0, description="per CPU model actor; 0 = torch default")
+    cache_dir: str | None = Field(None, description="local staging of s3:// slides; default tmp")
+    cache_gb: float = Field(50.0, gt=0, description="staging budget per worker process")
+    anndata: bool = Field(True, description="write <slide>.h5ad per slide")
+    geojson: bool = Field(True, description="write nuclei GeoJSON (QuPath) per slide")
+    qc_px: int = Field(1024, ge=64, le=8192, description="long side of the QC thumbnail")
+    progress_s: float = Field(30.0, gt=0, description="seconds between progress lines")
+
+
 class PipelineConfig(StageConfig):
     """All stages of one run, under one output root URI."""
 
@@ -102,6 +133,7 @@ class PipelineConfig(StageConfig):
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
     train: TrainConfig = TrainConfig()
+    infer: InferConfig = InferConfig()
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:

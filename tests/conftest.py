@@ -76,3 +76,50 @@ def ray_session() -> Iterator[None]:
     ensure_ray(num_cpus=4)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_shards(
+    small_cohort: Path, ray_session: None, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Training shards of the small cohort (written once per session)."""
+    from ghist_ray.config import PrepareConfig
+    from ghist_ray.prepare import run_prepare
+
+    out = tmp_path_factory.mktemp("shards") / "shards"
+    run_prepare(
+        PrepareConfig(min_cells=3, workers=2),
+        str(small_cohort / "manifest.parquet"),
+        str(small_cohort / "reference" / "profiles.csv"),
+        str(out),
+        progress=lambda _: None,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def training_run(small_cohort: Path, small_shards: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One short Ray Train run on the small cohort: evaluated, logged and registered.
+
+    Enough steps that the model segments nuclei; not a good expression model.
+    """
+    from ghist_ray.config import TrainConfig
+    from ghist_ray.train import run_train
+
+    out = tmp_path_factory.mktemp("train")
+    config = TrainConfig(
+        name="fixture",
+        epochs=2,
+        max_steps_per_epoch=25,
+        batch_size=6,
+        lr=2e-3,
+        register_as="ghist-test",
+        reference=str(small_cohort / "reference" / "profiles.csv"),
+    )
+    return run_train(config, str(small_shards), str(out), progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def trained_model(training_run) -> Path:
+    """The model directory of the fixture training run."""
+    return training_run.model_dir

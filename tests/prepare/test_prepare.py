@@ -25,16 +25,8 @@ CONFIG = PrepareConfig(min_cells=3, workers=2)
 
 
 @pytest.fixture(scope="module")
-def shards(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("shards") / "shards"
-    run_prepare(
-        CONFIG,
-        str(small_cohort / "manifest.parquet"),
-        str(small_cohort / "reference" / "profiles.csv"),
-        str(out),
-        progress=lambda _: None,
-    )
-    return out
+def shards(small_shards: Path) -> Path:
+    return small_shards
 
 
 def _rows(shards: Path) -> pd.DataFrame:

@@ -1,0 +1,124 @@
+"""MLflow helpers: where runs are stored, one run per named training, the model registry.
+
+The default store is an embedded SQLite database under the output root, so a
+laptop needs no server; ``tracking_uri`` points anywhere else (a server, a
+shared database). Everything goes through ``MlflowClient`` with explicit run
+ids, so a Ray Train worker can log to the run the driver opened.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ghist_ray import uri
+from ghist_ray.errors import GhistError
+
+EXPERIMENT = "ghist_ray"
+NAME_TAG = "ghist_ray.run_name"
+
+
+def default_tracking_uri(out: str, explicit: str | None) -> str:
+    """``explicit`` if given, else ``sqlite:///<out>/mlflow.db`` for a local ``out``."""
+    if explicit:
+        return explicit
+    if uri.is_remote(out):
+        raise GhistError(f"{out}: remote output needs an explicit tracking_uri for MLflow")
+    root = Path(out).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
+    c = client(tracking_uri)
+    found = c.get_experiment_by_name(name)
+    return found.experiment_id if found else c.create_experiment(name)
+
+
+def open_run(tracking_uri: str, run_name: str, tags: Mapping[str, str] | None = None) -> str:
+    """The unfinished run of this name (a resumed training), else a new one."""
+    c = client(tracking_uri)
+    exp = experiment_id(tracking_uri)
+    unfinished = c.search_runs(
+        [exp],
+        filter_string=f"tags.`{NAME_TAG}` = '{run_name}' and attributes.status != 'FINISHED'",
+        max_results=1,
+    )
+    if unfinished:
+        return unfinished[0].info.run_id
+    return c.create_run(
+        exp, run_name=run_name, tags={NAME_TAG: run_name, **(tags or {})}
+    ).info.run_id
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    client(tracking_uri).log_batch(run_id, metrics=batch)
+
+
+def log_params(tracking_uri: str, run_id: str, params: Mapping[str, object]) -> None:
+    """Params are write-once in MLflow: on resume, already-logged values are skipped."""
+    c = client(tracking_uri)
+    logged = c.get_run(run_id).data.params
+    fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
+    if fresh:
+        c.log_batch(run_id, params=fresh)
+
+
+def log_text(tracking_uri: str, run_id: str, text: str, artifact_file: str) -> None:
+    client(tracking_uri).log_text(run_id, text, artifact_file)
+
+
+def log_artifacts(tracking_uri: str, run_id: str, local_dir: Path, artifact_path: str) -> None:
+    client(tracking_uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def finish_run(tracking_uri: str, run_id: str, failed: bool = False) -> None:
+    status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
+    client(tracking_uri).set_terminated(run_id, status)
+
+
+def register_model(
+    tracking_uri: str, run_id: str, artifact_path: str, name: str, tags: Mapping[str, str]
+) -> str:
+    """Register ``runs:/<run_id>/<artifact_path>`` as a new version of ``name``."""
+    c = client(tracking_uri)
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name, description="GHIST models trained by ghist_ray")
+    source = f"{c.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    version = c.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+    return version.version
+
+
+def fetch_model(model_uri: str, tracking_uri: str | None) -> Path:
+    """A local model directory for a path or a ``models:/<name>/<version>`` URI."""
+    if not model_uri.startswith("models:/"):
+        return Path(model_uri)
+    if not tracking_uri:
+        raise GhistError(f"{model_uri}: a registry model needs --tracking-uri")
+    name, _, version = model_uri.removeprefix("models:/").partition("/")
+    c = client(tracking_uri)
+    try:
+        source = c.get_model_version_download_uri(name, version or "1")
+    except MlflowException as exc:
+        raise GhistError(
+            f"{model_uri}: not in the registry at {tracking_uri} ({exc.error_code})"
+        ) from None
+    from mlflow.artifacts import download_artifacts
+
+    target = Path(tempfile.mkdtemp(prefix="ghist_ray-model-"))
+    return Path(download_artifacts(artifact_uri=source, dst_path=str(target)))

@@ -1,0 +1,405 @@
+"""Fit the GHIST network on prepared shards with Ray Train (V2), tracked in MLflow.
+
+The driver checks the shards before any worker starts, opens (or re-opens, on
+resume) the MLflow run, and hands Ray Train a loop that every worker runs:
+decode + augment shard rows, DDP step, validate on its share of the held-out
+tiles (statistics all-reduced, so every rank sees the same scores), report.
+Rank 0 writes checkpoints (model directory + optimiser state) and logs to
+MLflow. Re-running with the same run name and storage resumes from the last
+checkpoint. Afterwards the driver evaluates the best checkpoint, logs the
+evaluation and registers the model.
+
+BatchNorm: statistics are per replica (plain DDP), which is sound at the
+default 8 patches per worker; with several GPU workers and small per-replica
+batches, convert to SyncBatchNorm.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from ghist_ray import tracking, uri
+from ghist_ray.augment import augment
+from ghist_ray.config import TrainConfig, dump_config
+from ghist_ray.errors import GhistError
+from ghist_ray.model import GhistNet, ModelConfig, compute_losses, load_model, save_model
+from ghist_ray.runtime import ensure_ray
+from ghist_ray.shards import SCHEMA, ShardMeta, decode_image, rows_to_batch
+
+STATE_FILE = "train_state.pt"
+MODEL_DIR = "model"
+SCORE = "val_score"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    run_id: str
+    tracking_uri: str
+    model_version: str | None
+    metrics: dict[str, float]
+
+
+def check_shards(shards: str, config: TrainConfig) -> ShardMeta:
+    """Wrong schema, an empty split or a different gene panel: fail before any worker starts."""
+    meta = ShardMeta.read(shards)
+    fs, path = uri.filesystem(shards)
+    for split in ("train", "val"):
+        if not meta.tiles.get(split) or not fs.exists(f"{path}/split={split}"):
+            raise GhistError(f"{shards}: the {split} split is empty")
+    schema = pads.dataset(f"{path}/split=train", format="parquet", filesystem=fs).schema
+    missing = [f.name for f in SCHEMA if f.name != "split" and f.name not in schema.names]
+    if missing:
+        raise GhistError(f"{shards}: not a ghist_ray shard set (missing columns {missing})")
+    if config.gene_panel is not None and config.gene_panel != meta.genes:
+        first = next(
+            (
+                f"{a!r} vs {b!r}"
+                for a, b in zip(config.gene_panel, meta.genes, strict=False)
+                if a != b
+            ),
+            f"{len(config.gene_panel)} vs {len(meta.genes)} genes",
+        )
+        raise GhistError(f"{shards}: gene panel differs from the config's (first: {first})")
+    return meta
+
+
+def input_stats(shards: str, max_tiles: int = 64) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of training pixels (stored with the model)."""
+    fs, path = uri.filesystem(shards)
+    table = pads.dataset(f"{path}/split=train", format="parquet", filesystem=fs).head(
+        max_tiles, columns=["image_png"]
+    )
+    pixels = np.concatenate(
+        [decode_image(p.as_py()).reshape(-1, 3) for p in table["image_png"]]
+    ).astype(np.float64)
+    return pixels.mean(0).round(3).tolist(), pixels.std(0).round(3).tolist()
+
+
+def load_reference(path: str | None, genes: list[str]) -> torch.Tensor | None:
+    """Reference profiles on the model's panel (genes the reference lacks are zero)."""
+    if path is None:
+        return None
+    fs, p = uri.filesystem(path)
+    if not fs.exists(p):
+        raise GhistError(f"{path}: reference table not found")
+    with fs.open(p, "rb") as fh:
+        table = pd.read_csv(fh, index_col=0)
+    shared = [g for g in genes if g in table.columns]
+    if len(shared) < 0.5 * len(genes):
+        raise GhistError(f"{path}: reference shares only {len(shared)} of {len(genes)} genes")
+    return torch.tensor(table.reindex(columns=genes).fillna(0.0).to_numpy(), dtype=torch.float32)
+
+
+class ValidationStats:
+    """Additive statistics for per-gene PCC and type confusion, all-reduced across ranks."""
+
+    def __init__(self, n_genes: int, n_types: int) -> None:
+        self.moments = torch.zeros(6, n_genes, dtype=torch.float64)  # n, Σp, Σt, Σp², Σt², Σpt
+        self.confusion = torch.zeros(n_types, n_types, dtype=torch.float64)
+        self.nbhd_abs = torch.zeros(2, dtype=torch.float64)  # Σ|p - t|, cells
+
+    def add(self, pred_expr, true_expr, type_logits, true_type, pred_nbhd, true_nbhd) -> None:
+        p, t = pred_expr.double(), true_expr.double()
+        self.moments += torch.stack(
+            [
+                torch.ones_like(p).sum(0),
+                p.sum(0),
+                t.sum(0),
+                (p * p).sum(0),
+                (t * t).sum(0),
+                (p * t).sum(0),
+            ]
+        )
+        known = true_type >= 0
+        pairs = true_type[known] * self.confusion.shape[0] + type_logits[known].argmax(1)
+        self.confusion += (
+            torch.bincount(pairs, minlength=self.confusion.numel()).view_as(self.confusion).double()
+        )
+        self.nbhd_abs += torch.tensor(
+            [(pred_nbhd - true_nbhd).abs().sum(1).mean().item() * len(true_nbhd), len(true_nbhd)]
+        ).double()
+
+    def all_reduce(self) -> None:
+        if dist.is_available() and dist.is_initialized():
+            for t in (self.moments, self.confusion, self.nbhd_abs):
+                dist.all_reduce(t)
+
+    def metrics(self) -> dict[str, float]:
+        n, sp, st, spp, stt, spt = self.moments
+        cov = spt / n - sp * st / n**2
+        var_p, var_t = spp / n - (sp / n) ** 2, stt / n - (st / n) ** 2
+        pcc = cov / torch.sqrt(var_p * var_t).clamp_min(1e-12)
+        valid = (var_p > 1e-12) & (var_t > 1e-12)
+        tp = self.confusion.diag()
+        support = self.confusion.sum(1)
+        predicted = self.confusion.sum(0)
+        f1 = 2 * tp / (support + predicted).clamp_min(1)
+        present = (support + predicted) > 0
+        pcc_mean = float(pcc[valid].mean()) if valid.any() else 0.0
+        macro_f1 = float(f1[present].mean()) if present.any() else 0.0
+        return {
+            "val_pcc_mean": pcc_mean,
+            "val_pcc_median": float(pcc[valid].median()) if valid.any() else 0.0,
+            "val_type_macro_f1": macro_f1,
+            "val_type_accuracy": float(tp.sum() / self.confusion.sum().clamp_min(1)),
+            "val_nbhd_l1": float(self.nbhd_abs[0] / self.nbhd_abs[1].clamp_min(1)),
+            SCORE: 0.5 * (pcc_mean + macro_f1),
+        }
+
+
+def _batches(split: str, batch_size: int, meta: dict, max_steps: int | None):
+    shard = ray.train.get_dataset_shard(split)
+    for step, rows in enumerate(shard.iter_batches(batch_size=batch_size, batch_format="numpy")):
+        if max_steps is not None and step >= max_steps:
+            break
+        yield rows_to_batch(rows, len(meta["type_names"]), len(meta["genes"]))
+
+
+def _save(model: torch.nn.Module, optimiser, scheduler, epoch: int, directory: Path) -> None:
+    save_model(model, directory / MODEL_DIR)
+    torch.save(
+        {"epoch": epoch, "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict()},
+        directory / STATE_FILE,
+    )
+
+
+def train_loop(loop: dict) -> None:
+    """What every Ray Train worker runs."""
+    cfg = TrainConfig.model_validate(loop["train"])
+    meta = loop["meta"]
+    rank = ray.train.get_context().get_world_rank()
+    torch.manual_seed(cfg.seed + rank)
+    generator = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
+    model = GhistNet(ModelConfig.model_validate(loop["model"]), loop["reference"])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda e: max(1.0 - e / cfg.epochs, 0.05)
+    )
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            model.load_state_dict(load_model(Path(d) / MODEL_DIR).state_dict())
+            state = torch.load(Path(d) / STATE_FILE, weights_only=True)
+        optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"] + 1
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    bf16 = device.type == "cuda"
+    weights = (
+        model.module.config.loss_weights if hasattr(model, "module") else model.config.loss_weights
+    )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        steps = samples = 0
+        start = time.perf_counter()
+        for batch in _batches("train", cfg.batch_size, meta, cfg.max_steps_per_epoch):
+            batch = augment(batch, cfg.stain_jitter, generator).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(
+                    batch.images,
+                    batch.instances,
+                    batch.cell_patch,
+                    batch.cell_instance,
+                    true_expression=batch.cell_expr,
+                )
+                losses = compute_losses(out, batch, weights)
+            optimiser.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimiser.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            steps += 1
+            samples += batch.images.shape[0]
+        seconds = time.perf_counter() - start
+        scheduler.step()
+
+        model.eval()
+        stats = ValidationStats(len(meta["genes"]), len(meta["type_names"]))
+        with torch.inference_mode():
+            for batch in _batches("val", cfg.batch_size, meta, None):
+                batch = batch.to(device)
+                cells = model(
+                    batch.images, batch.instances, batch.cell_patch, batch.cell_instance
+                ).cells
+                stats.add(
+                    cells.expression,
+                    batch.cell_expr,
+                    cells.type_logits,
+                    batch.cell_type,
+                    cells.nbhd_logits.softmax(1),
+                    batch.cell_nbhd,
+                )
+        stats.all_reduce()
+        metrics = {
+            "epoch": epoch,
+            **{f"loss_{k}": v / max(steps, 1) for k, v in sums.items()},
+            **stats.metrics(),
+            "train_samples_per_s": samples / max(seconds, 1e-9),
+            "lr": scheduler.get_last_lr()[0],
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = None
+            if rank == 0:
+                _save(model, optimiser, scheduler, epoch, Path(tmp))
+                saved = ray.train.Checkpoint.from_directory(tmp)
+                tracking.log_metrics(loop["tracking_uri"], loop["run_id"], metrics, step=epoch)
+            ray.train.report(metrics, checkpoint=saved)
+
+
+def run_train(
+    config: TrainConfig,
+    shards: str,
+    out: str,
+    progress: Callable[[str], None] = print,
+    evaluate: bool = True,
+) -> TrainResult:
+    """Train (or resume ``config.name`` under ``out``), evaluate the best, register it."""
+    meta = check_shards(shards, config)
+    reference = load_reference(config.reference, meta.genes)
+    mean, std = input_stats(shards)
+    model_config = ModelConfig(
+        preset=config.preset,
+        gene_names=meta.genes,
+        type_names=meta.type_names,
+        patch_px=meta.patch_px,
+        mpp=meta.mpp,
+        nbhd_radius_um=meta.nbhd_radius_um,
+        expr_scale=meta.expr_scale,
+        use_reference=reference is not None,
+        reference_rows=0 if reference is None else len(reference),
+        input_mean=tuple(mean),
+        input_std=tuple(std),
+    )
+    tracking_uri = tracking.default_tracking_uri(out, config.tracking_uri)
+    run_id = tracking.open_run(tracking_uri, config.name)
+    tracking.log_params(
+        tracking_uri,
+        run_id,
+        {
+            **config.model_dump(exclude={"gene_panel"}),
+            "shards": shards,
+            "genes": len(meta.genes),
+            "types": ",".join(meta.type_names),
+            "train_tiles": meta.tiles["train"],
+            "val_tiles": meta.tiles["val"],
+        },
+    )
+    tracking.log_text(tracking_uri, run_id, dump_config(config), "config/train.yaml")
+    tracking.log_text(
+        tracking_uri, run_id, model_config.model_dump_json(indent=2), "config/model.json"
+    )
+
+    ensure_ray()
+    datasets = {
+        split: ray.data.read_parquet(f"{shards.rstrip('/')}/split={split}")
+        for split in ("train", "val")
+    }
+    storage = uri.join(out, "runs")
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "train": config.model_dump(mode="json"),
+            "model": model_config.model_dump(mode="json"),
+            "meta": {"genes": meta.genes, "type_names": meta.type_names},
+            "reference": reference,
+            "tracking_uri": tracking_uri,
+            "run_id": run_id,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker},
+            placement_strategy=config.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=config.name,
+            storage_path=storage,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.keep_checkpoints,
+                checkpoint_score_attribute=SCORE,
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+        ),
+        datasets=datasets,
+    )
+    progress(
+        f"train: {config.name} on {config.num_workers} worker(s), storage {storage}, "
+        f"MLflow run {run_id} at {tracking_uri}"
+    )
+    try:
+        result = trainer.fit()
+    except Exception:
+        tracking.finish_run(tracking_uri, run_id, failed=True)
+        raise
+    for row in (
+        result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    ):
+        progress(
+            f"  epoch {int(row['epoch'])}: loss {row['loss_total']:.3f}, val PCC "
+            f"{row['val_pcc_mean']:.3f}, type F1 {row['val_type_macro_f1']:.3f}, "
+            f"{row['train_samples_per_s']:.1f} patches/s"
+        )
+    best = result.get_best_checkpoint(SCORE, "max") or result.checkpoint
+    model_dir = (
+        Path(uri.join(out, MODEL_DIR)) if not uri.is_remote(out) else Path(tempfile.mkdtemp())
+    )
+    with best.as_directory() as d:
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(Path(d) / MODEL_DIR, model_dir)
+    tracking.log_artifacts(tracking_uri, run_id, model_dir, MODEL_DIR)
+    metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
+    if evaluate:
+        from ghist_ray.evaluate import load_and_evaluate
+
+        eval_dir = Path(tempfile.mkdtemp(prefix="ghist_ray-eval-"))
+        report = load_and_evaluate(str(model_dir), shards, "val", eval_dir)
+        metrics.update({f"eval_{k}": v for k, v in report.metrics.items()})
+        tracking.log_metrics(
+            tracking_uri,
+            run_id,
+            {f"eval_{k}": v for k, v in report.metrics.items()},
+            step=config.epochs,
+        )
+        tracking.log_artifacts(tracking_uri, run_id, eval_dir, "evaluation")
+    version = None
+    if config.register_as:
+        version = tracking.register_model(
+            tracking_uri,
+            run_id,
+            MODEL_DIR,
+            config.register_as,
+            {
+                "genes": str(len(meta.genes)),
+                "types": ",".join(meta.type_names),
+                "preset": config.preset,
+            },
+        )
+    tracking.finish_run(tracking_uri, run_id)
+    progress(
+        f"train: model at {model_dir}"
+        + (f", registered as models:/{config.register_as}/{version}" if version else "")
+        + f"; MLflow: mlflow ui --backend-store-uri {tracking_uri}"
+    )
+    return TrainResult(model_dir, run_id, tracking_uri, version, metrics)

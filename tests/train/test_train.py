@@ -1,0 +1,151 @@
+"""Ray Train fit: MLflow logging and registry, multi-node, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ghist_ray.config import TrainConfig
+from ghist_ray.errors import GhistError
+from ghist_ray.model import load_model, read_model_card
+from ghist_ray.shards import META
+from ghist_ray.train import check_shards
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_run_is_logged_evaluated_and_registered(training_run) -> None:
+    client = MlflowClient(tracking_uri=training_run.tracking_uri)
+    run = client.get_run(training_run.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["preset"] == "small"
+    for term in ("loss_total", "loss_expression", "loss_seg_foreground", "val_pcc_mean"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, term)]
+        assert steps == [0, 1], term
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config", "model", "evaluation"} <= artifacts
+    pictures = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert any(p.endswith(".png") for p in pictures)
+    assert "eval_nuclei_f1" in run.data.metrics
+
+    version = client.get_model_version("ghist-test", training_run.model_version)
+    assert version.run_id == training_run.run_id
+    card = read_model_card(training_run.model_dir)
+    assert version.tags["types"] == ",".join(card["config"]["type_names"])
+    assert load_model(training_run.model_dir).config.preset == "small"
+
+
+def _script(body: str) -> list[str]:
+    return [sys.executable, "-c", body]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_workers_on_two_simulated_nodes(small_shards: Path, tmp_path: Path) -> None:
+    """Separate process: its own multi-node Ray (ray.cluster_utils.Cluster)."""
+    body = f"""
+import json, ray
+from ray.cluster_utils import Cluster
+from ghist_ray.config import TrainConfig
+from ghist_ray.train import run_train
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address)
+config = TrainConfig(name="two", epochs=1, max_steps_per_epoch=2, batch_size=2, num_workers=2,
+                     cpus_per_worker=1, placement_strategy="SPREAD", register_as=None)
+result = run_train(config, {str(small_shards)!r}, {str(tmp_path)!r}, evaluate=False)
+print("RESULT", json.dumps({{"nodes": len(ray.nodes()), **result.metrics}}))
+ray.shutdown(); cluster.shutdown()
+"""
+    done = subprocess.run(_script(body), capture_output=True, text=True, timeout=850, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT"))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["nodes"] == 2
+    assert result["epoch"] == 0 and result["loss_total"] > 0
+    assert (tmp_path / "model" / "model_card.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_killed_run_resumes_from_its_checkpoint(small_shards: Path, tmp_path: Path) -> None:
+    command = [
+        str(REPO / ".venv" / "bin" / "ghist-ray"), "train", "--shards", str(small_shards),
+        "--out", str(tmp_path), "--set", "train.name=resumable", "--set", "train.epochs=3",
+        "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=2",
+        "--set", "train.register_as=null",
+    ]  # fmt: skip
+    first = subprocess.Popen(
+        command,
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = tmp_path / "runs" / "resumable"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(checkpoints.glob("checkpoint_*")):
+        assert first.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert len(list(checkpoints.glob("checkpoint_*"))) >= 1
+
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    epochs = [
+        int(ln.split()[1].rstrip(":"))
+        for ln in second.stdout.splitlines()
+        if ln.strip().startswith("epoch ")
+    ]
+    assert epochs and epochs[0] >= 1 and epochs[-1] == 2  # continued, not from zero
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ghist_ray").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run, resumed
+    logged = sorted({m.step for m in client.get_metric_history(runs[0].info.run_id, "epoch")})
+    assert logged == [0, 1, 2]
+
+
+def _copy_meta(shards: Path, tmp_path: Path, **changes) -> Path:
+    target = tmp_path / "shards"
+    target.mkdir()
+    meta = json.loads((shards / META).read_text())
+    meta.update(changes)
+    (target / META).write_text(json.dumps(meta))
+    return target
+
+
+def test_empty_split_fails_before_any_worker(small_shards: Path, tmp_path: Path) -> None:
+    target = _copy_meta(small_shards, tmp_path, tiles={"train": 10, "val": 0})
+    with pytest.raises(GhistError, match=r"the (train|val) split is empty"):
+        check_shards(str(target), TrainConfig())
+
+
+def test_wrong_schema_fails_before_any_worker(small_shards: Path, tmp_path: Path) -> None:
+    target = _copy_meta(small_shards, tmp_path)
+    for split in ("train", "val"):
+        (target / f"split={split}").mkdir()
+        pd.DataFrame({"image": [b"x"]}).to_parquet(target / f"split={split}" / "a.parquet")
+    with pytest.raises(GhistError, match="not a ghist_ray shard set"):
+        check_shards(str(target), TrainConfig())
+
+
+def test_gene_panel_mismatch_fails_before_any_worker(small_shards: Path) -> None:
+    meta = json.loads((small_shards / META).read_text())
+    panel = ["NOTAGENE", *meta["genes"][1:]]
+    with pytest.raises(GhistError, match=r"gene panel differs.*NOTAGENE"):
+        check_shards(str(small_shards), TrainConfig(gene_panel=panel))
+
+
+def test_not_a_shard_folder(tmp_path: Path) -> None:
+    with pytest.raises(GhistError, match="not a shard folder"):
+        check_shards(str(tmp_path), TrainConfig())
