@@ -72,12 +72,9 @@ def staged_output(
             for p in [*files, stage / marker]:
                 fs.put_file(str(p), f"{path}/{p.relative_to(stage).as_posix()}")
         else:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(stage, final)
+            _move_into_place(stage, final)
     finally:
-        if stage.exists():
-            shutil.rmtree(stage)
+        _discard(stage)
 
 
 @contextmanager
@@ -110,9 +107,17 @@ def committed_prefix(
         yield str(stage)
         if not (stage / marker).exists():
             raise GhistError(f"{uri}: output incomplete ({marker} was not written)")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(stage, final)
+        _move_into_place(stage, final)
     finally:
-        if stage.exists():
-            shutil.rmtree(stage)
+        _discard(stage)
+
+
+def _move_into_place(stage: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(stage, final)
+
+
+def _discard(stage: Path) -> None:
+    if stage.exists():
+        shutil.rmtree(stage)

@@ -57,8 +57,8 @@ import json, ray
 from ray.cluster_utils import Cluster
 from ghist_ray.config import TrainConfig
 from ghist_ray.train import run_train
-cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
-cluster.add_node(num_cpus=1)
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 2}})
+cluster.add_node(num_cpus=2)
 ray.init(address=cluster.address)
 config = TrainConfig(name="two", epochs=1, max_steps_per_epoch=2, batch_size=2, num_workers=2,
                      cpus_per_worker=1, placement_strategy="SPREAD", register_as=None)
