@@ -89,6 +89,9 @@ class TrainConfig(StageConfig):
     keep_checkpoints: int = Field(2, ge=1, description="best-k kept by validation score")
     stain_jitter: float = Field(0.05, ge=0.0, le=0.5)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
+    time_budget_min: float | None = Field(
+        None, gt=0, description="stop after the epoch that crosses this many minutes"
+    )
     reference: str | None = Field(None, description="types × genes CSV for the expression head")
     gene_panel: list[str] | None = Field(None, description="if set, must equal the shards' panel")
     register_as: str | None = Field("ghist", description="MLflow registered-model name")
@@ -101,12 +104,12 @@ class InferConfig(StageConfig):
     come from the model card; these settings say how to tile, batch and commit."""
 
     max_nucleus_um: float = Field(
-        10.0, gt=0, description="largest nucleus diameter: the tile overlap, so none is cut"
+        12.0, gt=0, description="largest nucleus diameter: the tile overlap, so none is cut"
     )
     min_tissue: float = Field(0.05, ge=0.0, le=1.0, description="tissue fraction a tile needs")
     tissue_mpp: float = Field(8.0, gt=0, description="µm/px of the tissue mask")
     stain_normalise: bool = Field(False, description="Macenko-normalise every tile")
-    min_nucleus_px: int = Field(16, ge=1, description="smallest nucleus kept, model px")
+    min_nucleus_um2: float = Field(4.0, ge=0.0, description="smaller nuclei are noise, dropped")
     max_bad_tiles: float = Field(
         0.05, ge=0.0, le=1.0, description="unreadable fraction of tiles above which a slide fails"
     )
@@ -117,7 +120,7 @@ class InferConfig(StageConfig):
     model_actors: int = Field(0, ge=0, description="model actors; 0 = one per GPU, 1 without")
     reader_cpus: float = Field(0.5, gt=0, description="CPUs Ray reserves per reader actor")
     model_cpus: float = Field(0.5, gt=0, description="CPUs reserved per model actor (no GPU)")
-    torch_threads: int = Field(0, ge=0, description="per CPU model actor; 0 = torch default")
+    torch_threads: int = Field(0, ge=0, description="per CPU model actor; 0 = all the node's cores")
     cache_dir: str | None = Field(None, description="local staging of s3:// slides; default tmp")
     cache_gb: float = Field(50.0, gt=0, description="staging budget per worker process")
     anndata: bool = Field(True, description="write <slide>.h5ad per slide")

@@ -179,6 +179,23 @@ def _save(model: torch.nn.Module, optimiser, scheduler, epoch: int, directory: P
     )
 
 
+def _out_of_time(began: float, budget_min: float | None) -> bool:
+    """Rank 0's clock decides for everyone, so all ranks stop after the same epoch."""
+    if budget_min is None:
+        return False
+    flag = torch.tensor([float(time.perf_counter() - began > 60 * budget_min)])
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _progress_line(m: dict[str, float]) -> str:
+    return (
+        f"epoch {int(m['epoch'])}: loss {m['loss_total']:.3f}, val PCC {m['val_pcc_mean']:.3f}, "
+        f"type F1 {m['val_type_macro_f1']:.3f}, {m['train_samples_per_s']:.1f} patches/s"
+    )
+
+
 def train_loop(loop: dict) -> None:
     """What every Ray Train worker runs."""
     cfg = TrainConfig.model_validate(loop["train"])
@@ -200,6 +217,8 @@ def train_loop(loop: dict) -> None:
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
+        if rank == 0:
+            print(f"train: resuming from epoch {start_epoch} (checkpoint {checkpoint.path})")
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     bf16 = device.type == "cuda"
@@ -207,6 +226,7 @@ def train_loop(loop: dict) -> None:
         model.module.config.loss_weights if hasattr(model, "module") else model.config.loss_weights
     )
 
+    began = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         sums: dict[str, float] = {}
@@ -263,7 +283,12 @@ def train_loop(loop: dict) -> None:
                 _save(model, optimiser, scheduler, epoch, Path(tmp))
                 saved = ray.train.Checkpoint.from_directory(tmp)
                 tracking.log_metrics(loop["tracking_uri"], loop["run_id"], metrics, step=epoch)
+                print(_progress_line(metrics), flush=True)
             ray.train.report(metrics, checkpoint=saved)
+        if _out_of_time(began, cfg.time_budget_min):
+            if rank == 0:
+                print(f"train: time budget of {cfg.time_budget_min} min spent after epoch {epoch}")
+            break
 
 
 def run_train(
@@ -352,14 +377,6 @@ def run_train(
     except Exception:
         tracking.finish_run(tracking_uri, run_id, failed=True)
         raise
-    for row in (
-        result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-    ):
-        progress(
-            f"  epoch {int(row['epoch'])}: loss {row['loss_total']:.3f}, val PCC "
-            f"{row['val_pcc_mean']:.3f}, type F1 {row['val_type_macro_f1']:.3f}, "
-            f"{row['train_samples_per_s']:.1f} patches/s"
-        )
     best = result.get_best_checkpoint(SCORE, "max") or result.checkpoint
     model_dir = (
         Path(uri.join(out, MODEL_DIR)) if not uri.is_remote(out) else Path(tempfile.mkdtemp())
@@ -370,6 +387,8 @@ def run_train(
         shutil.copytree(Path(d) / MODEL_DIR, model_dir)
     tracking.log_artifacts(tracking_uri, run_id, model_dir, MODEL_DIR)
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
+    if metrics:
+        progress(f"train: last {_progress_line(metrics)}")
     if evaluate:
         from ghist_ray.evaluate import load_and_evaluate
 

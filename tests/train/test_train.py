@@ -102,12 +102,10 @@ def test_killed_run_resumes_from_its_checkpoint(small_shards: Path, tmp_path: Pa
 
     second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
-    epochs = [
-        int(ln.split()[1].rstrip(":"))
-        for ln in second.stdout.splitlines()
-        if ln.strip().startswith("epoch ")
-    ]
-    assert epochs and epochs[0] >= 1 and epochs[-1] == 2  # continued, not from zero
+    output = second.stdout + second.stderr
+    assert "train: resuming from epoch" in output  # continued from the checkpoint ...
+    assert "epoch 0:" not in output  # ... not from zero
+    assert "epoch 2:" in output
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("ghist_ray").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run, resumed
