@@ -27,7 +27,8 @@ app = typer.Typer(
 )
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config (see configs/demo.yaml)")
+    str | None,
+    typer.Option("--config", "-c", help="YAML config, local or s3:// (see configs/demo.yaml)"),
 ]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override, e.g. --set synth.seed=3")
@@ -52,7 +53,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _config(config: Path | None, sets: list[str] | None, **flags: Any) -> PipelineConfig:
+def _config(config: str | None, sets: list[str] | None, **flags: Any) -> PipelineConfig:
     """Config file, then explicit CLI flags (those not None), then --set overrides."""
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     return load_config(config, overrides + list(sets or []))
@@ -95,27 +96,6 @@ def synth(
         f"{summary['patients']} patients, {summary['cells']:,} cells in "
         f"{summary['seconds']} s -> {out}"
     )
-
-
-def _not_built(stage: str, issue: int) -> Callable[..., None]:
-    def command(
-        ctx: typer.Context,
-    ) -> None:
-        _fail(f"ghist-ray {stage}: not built yet (tracked in issue #{issue})")
-
-    command.__doc__ = f"[not built yet: issue #{issue}]"
-    return command
-
-
-for _stage, _issue in [
-    ("infer", 6),
-    ("survival", 7),
-    ("compare", 7),
-]:
-    app.command(
-        _stage,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(_not_built(_stage, _issue))
 
 
 @app.command()
@@ -176,8 +156,92 @@ def evaluate(
 
 @app.command()
 @user_errors
+def infer(
+    manifest: Annotated[str, typer.Option(help="cohort manifest (Parquet/CSV, local or s3://)")],
+    model: Annotated[str, typer.Option(help="model directory or models:/<name>/<version>")],
+    out: Annotated[str, typer.Option(help="output root (local or s3://); re-running resumes")],
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow store: registry for models:/, run log")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Predict every cell of every slide into per-cell Parquet; exits 1 if slides failed."""
+    from ghist_ray.infer import run_infer
+
+    cfg = _config(config, set_)
+    summary = run_infer(cfg.infer, manifest, model, out, tracking_uri, progress=typer.echo)
+    for failure in summary.failures:
+        typer.echo(f"failed: {failure['slide_id']} ({failure['stage']}): {failure['error']}")
+    if summary.failed:
+        typer.echo(
+            f"infer: {summary.failed} of {summary.slides} slides failed; "
+            "fix them and re-run the same command (done slides are kept)",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def survival(
+    cells: Annotated[str, typer.Option(help="inference output root (cells/, state/), or s3://")],
+    clinical: Annotated[
+        str, typer.Option(help="clinical CSV/TSV/Parquet: synthetic, GDC export or curated TCGA")
+    ],
+    out: Annotated[str, typer.Option(help="folder or s3:// URI for tables, pictures, metrics")],
+    manifest: Annotated[
+        str | None, typer.Option(help="manifest whose patient_id maps slides (default: barcodes)")
+    ] = None,
+    feature: Annotated[
+        list[str] | None, typer.Option("--feature", help="feature or glob (repeat), e.g. prop.T")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow store (default: sqlite under --out)")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Pseudo-bulk features → clinical join → Cox, CV C-index, KM/log-rank, in MLflow."""
+    from ghist_ray.cohort import run_survival
+
+    cfg = _config(config, set_, **{"survival.features": feature or None})
+    report = run_survival(
+        cfg.survival, cells, clinical, out, tracking_uri, manifest, progress=typer.echo
+    )
+    typer.echo(report.cox.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    typer.echo(
+        f"survival written to {out}; MLflow run {report.run_id}: "
+        f"mlflow ui --backend-store-uri {report.tracking_uri}"
+    )
+
+
+@app.command()
+@user_errors
+def compare(
+    models: Annotated[
+        list[str], typer.Argument(help="two or more: models:/<name>/<version>, runs:/<id>, run id")
+    ],
+    tracking_uri: Annotated[str, typer.Option(help="MLflow store with the runs and registry")],
+    out: Annotated[Path | None, typer.Option(help="folder for compare.csv, compare.png")] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="evaluation metric (repeat); default: the eval_* set"),
+    ] = None,
+) -> None:
+    """Models side by side: evaluation metrics (PCC on SVGs, type F1, …) and survival C-index."""
+    from ghist_ray.cohort.compare import EVAL_METRICS, compare_models
+
+    table = compare_models(models, tracking_uri, out, metric or EVAL_METRICS)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if out is not None:
+        typer.echo(f"comparison written to {out / 'compare.csv'} and {out / 'compare.png'}")
+
+
+@app.command()
+@user_errors
 def demo(
-    config: ConfigOpt = Path("configs/demo.yaml"),
+    config: ConfigOpt = "configs/demo.yaml",
     out: Annotated[str | None, typer.Option(help="output root (overrides the config)")] = None,
     set_: SetOpt = None,
 ) -> None:

@@ -89,6 +89,12 @@ class TrainConfig(StageConfig):
     keep_checkpoints: int = Field(2, ge=1, description="best-k kept by validation score")
     stain_jitter: float = Field(0.05, ge=0.0, le=0.5)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
+    max_val_batches: int | None = Field(
+        None, ge=1, description="cap on validation batches per epoch (quick runs)"
+    )
+    torch_threads: int = Field(
+        0, ge=0, description="CPU threads per worker; 0 = the node's cores shared by its workers"
+    )
     time_budget_min: float | None = Field(
         None, gt=0, description="stop after the epoch that crosses this many minutes"
     )
@@ -129,6 +135,93 @@ class InferConfig(StageConfig):
     progress_s: float = Field(30.0, gt=0, description="seconds between progress lines")
 
 
+MISSING_CLINICAL = (
+    "'--",
+    "--",
+    "NA",
+    "N/A",
+    "NaN",
+    "",
+    "[Not Available]",
+    "[Not Applicable]",
+    "[Not Evaluated]",
+    "[Unknown]",
+    "[Discrepancy]",
+    "Not Reported",
+    "not reported",
+    "Unknown",
+)
+
+
+class ClinicalColumns(StageConfig):
+    """Where a clinical table keeps what survival needs. ``None`` takes the
+    layout's default (``ghist_ray.cohort.clinical.LAYOUTS``): ``table`` (the
+    synthetic cohort: ``patient_id, os_days, os_event, age, stage``), ``gdc``
+    (GDC portal export: ``case_submitter_id``, ``vital_status``, ``days_to_death``
+    / ``days_to_last_follow_up``) or ``curated`` (``case_id, survival_months,
+    censorship``); ``auto`` picks one from the columns."""
+
+    layout: Literal["auto", "table", "gdc", "curated"] = Field(
+        "auto", description="column layout; auto = detected from the header"
+    )
+    patient: str | None = Field(None, description="patient id column (TCGA case barcode)")
+    time: str | None = Field(None, description="survival time column (time of the event)")
+    time_censored: str | None = Field(
+        None, description="time column for censored patients (GDC: last follow-up); default time"
+    )
+    event: str | None = Field(None, description="event column: 0/1, Dead/Alive or 1:DECEASED")
+    event_is_censoring: bool | None = Field(
+        None, description="the event column holds 1 = censored (curated TCGA `censorship`)"
+    )
+    time_unit: str | None = Field(None, description="unit of the times, for labels (days, …)")
+    covariates: dict[str, str] | None = Field(
+        None, description="covariate name → column, e.g. {age: age_at_index}"
+    )
+    slide: str | None = Field(None, description="column of slide file names, if the table has one")
+    missing: list[str] = Field(list(MISSING_CLINICAL), description="cell values read as missing")
+
+
+class SurvivalConfig(StageConfig):
+    """Cohort survival on predicted cells (see ``ghist_ray.cohort``)."""
+
+    clinical: ClinicalColumns = ClinicalColumns()
+    patient_pattern: str = Field(
+        r"^(TCGA-[A-Za-z0-9]{2}-[A-Za-z0-9]{4})",
+        description="regex on a slide id whose group 1 is its patient (TCGA barcode → case)",
+    )
+    features: list[str] = Field(
+        ["prop.*", "spatial.*"],
+        min_length=1,
+        description="names or glob patterns: prop.<type>, area.<type>, expr.<gene>, "
+        "expr.<type>.<gene>, prog.<name>, prog.<type>.<name>, spatial.<stat>",
+    )
+    covariates: list[str] = Field(
+        ["age", "stage"], description="clinical covariates in the Cox model (clinical names)"
+    )
+    programmes: dict[str, list[str]] = Field(
+        {}, description="gene programmes, name → genes: features prog.<name>, prog.<type>.<name>"
+    )
+    tumour_types: list[str] = Field(["Malignant"], description="types counted as tumour")
+    immune_types: list[str] = Field(
+        ["T", "B", "Plasma", "NK"], description="types counted as immune (lymphocytes)"
+    )
+    radius_um: float = Field(30.0, gt=0, description="neighbour radius of spatial statistics")
+    type_expression: bool = Field(True, description="features expr.<type>.<gene> too")
+    batch_rows: int = Field(16_384, ge=1, description="cells read per batch (memory bound)")
+    penalizer: float = Field(0.1, ge=0, description="Cox ridge/elastic-net penalty (lifelines)")
+    l1_ratio: float = Field(0.0, ge=0, le=1, description="share of L1 in the penalty")
+    standardise: bool = Field(True, description="z-score features (HR per SD), train folds only")
+    folds: int = Field(5, ge=2, description="cross-validation folds (patients)")
+    repeats: int = Field(10, ge=1, description="repeats of the cross-validation")
+    bootstrap: int = Field(1000, ge=0, description="patient resamples for the C-index CI")
+    risk_groups: int = Field(2, ge=2, le=5, description="KM groups: 2 = median split, 3 = tertiles")
+    shuffled_control: bool = Field(
+        True, description="also cross-validate with outcomes permuted anew in every repeat"
+    )
+    seed: int = Field(0, ge=0)
+    run_name: str = Field("survival", description="MLflow run name")
+
+
 class PipelineConfig(StageConfig):
     """All stages of one run, under one output root URI."""
 
@@ -137,6 +230,7 @@ class PipelineConfig(StageConfig):
     prepare: PrepareConfig = PrepareConfig()
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
+    survival: SurvivalConfig = SurvivalConfig()
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
@@ -160,15 +254,28 @@ def _one_line(error: ValidationError, source: str | None) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
-    """Defaults ← YAML file ← ``a.b=c`` overrides, validated."""
+    """Defaults ← YAML file ← ``a.b=c`` overrides, validated.
+
+    ``path`` is a local file or a URI with a scheme (``s3://bucket/run.yaml``),
+    read through fsspec.
+    """
     tree: dict[str, Any] = {}
     source = None
     if path is not None:
         source = str(path)
         try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
+            if isinstance(path, str) and "://" in path:
+                import fsspec
+
+                with fsspec.open(path, "rt", encoding="utf-8") as handle:
+                    text = handle.read()
+            else:
+                text = Path(path).read_text()
+            tree = yaml.safe_load(text) or {}
         except FileNotFoundError:
             raise GhistError(f"{path}: config file not found") from None
+        except OSError as exc:
+            raise GhistError(f"{path}: cannot read the config ({exc.__class__.__name__})") from None
         except yaml.YAMLError as exc:
             raise GhistError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
         if not isinstance(tree, dict):

@@ -16,6 +16,7 @@ batches, convert to SyncBatchNorm.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -200,7 +201,11 @@ def train_loop(loop: dict) -> None:
     """What every Ray Train worker runs."""
     cfg = TrainConfig.model_validate(loop["train"])
     meta = loop["meta"]
-    rank = ray.train.get_context().get_world_rank()
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    if not torch.cuda.is_available():  # Ray caps a worker at its CPU claim, often 1 thread
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(cfg.torch_threads or max(1, cores // context.get_local_world_size()))
     torch.manual_seed(cfg.seed + rank)
     generator = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
     model = GhistNet(ModelConfig.model_validate(loop["model"]), loop["reference"])
@@ -247,7 +252,7 @@ def train_loop(loop: dict) -> None:
             losses["total"].backward()
             optimiser.step()
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
             steps += 1
             samples += batch.images.shape[0]
         seconds = time.perf_counter() - start
@@ -256,7 +261,7 @@ def train_loop(loop: dict) -> None:
         model.eval()
         stats = ValidationStats(len(meta["genes"]), len(meta["type_names"]))
         with torch.inference_mode():
-            for batch in _batches("val", cfg.batch_size, meta, None):
+            for batch in _batches("val", cfg.batch_size, meta, cfg.max_val_batches):
                 batch = batch.to(device)
                 cells = model(
                     batch.images, batch.instances, batch.cell_patch, batch.cell_instance

@@ -1,4 +1,4 @@
-"""The generator's command line: determinism, bad input, S3 output, unbuilt stages."""
+"""The generator's command line: determinism, bad input, S3 output."""
 
 from __future__ import annotations
 
@@ -133,10 +133,3 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     path.write_text("synth: [1, 2\n")
     with pytest.raises(GhistError, match="not valid YAML"):
         load_config(path)
-
-
-@pytest.mark.parametrize("stage", ["infer", "survival", "compare"])
-def test_unbuilt_stages_say_so_and_fail(stage: str) -> None:
-    result = _run(stage, "--config", "configs/demo.yaml")
-    assert result.exit_code == 2
-    assert "not built yet" in result.output

@@ -60,7 +60,8 @@ from ghist_ray.train import run_train
 cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 2}})
 cluster.add_node(num_cpus=2)
 ray.init(address=cluster.address)
-config = TrainConfig(name="two", epochs=1, max_steps_per_epoch=2, batch_size=2, num_workers=2,
+config = TrainConfig(name="two", epochs=1, max_steps_per_epoch=2, max_val_batches=2,
+                     batch_size=2, num_workers=2,
                      cpus_per_worker=1, placement_strategy="SPREAD", register_as=None)
 result = run_train(config, {str(small_shards)!r}, {str(tmp_path)!r}, evaluate=False)
 print("RESULT", json.dumps({{"nodes": len(ray.nodes()), **result.metrics}}))
@@ -82,7 +83,7 @@ def test_killed_run_resumes_from_its_checkpoint(small_shards: Path, tmp_path: Pa
         str(REPO / ".venv" / "bin" / "ghist-ray"), "train", "--shards", str(small_shards),
         "--out", str(tmp_path), "--set", "train.name=resumable", "--set", "train.epochs=3",
         "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=2",
-        "--set", "train.register_as=null",
+        "--set", "train.max_val_batches=2", "--set", "train.register_as=null",
     ]  # fmt: skip
     first = subprocess.Popen(
         command,

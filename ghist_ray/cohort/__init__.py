@@ -1,0 +1,49 @@
+"""Cohort analysis on predicted cells: pseudo-bulk and spatial features, the
+clinical join, survival (lifelines), model comparison, all tracked in MLflow.
+
+Example::
+
+    from ghist_ray.config import SurvivalConfig
+    from ghist_ray.cohort import compare_models, run_survival
+
+    report = run_survival(SurvivalConfig(), "runs/cohort", "clinical.tsv", "runs/survival")
+    compare_models(["models:/ghist/1", "models:/ghist/2"], report.tracking_uri)
+
+Modules by role: ``features`` (streaming per-slide sums → features),
+``clinical`` (table layouts, barcode join), ``survival`` (Cox, CV C-index, KM,
+PH test; tidy tables), ``plots`` (pictures from those tables), ``run`` (the
+``ghist-ray survival`` pipeline), ``compare`` (``ghist-ray compare``).
+"""
+
+from ghist_ray.cohort.clinical import LAYOUTS, ClinicalTable, read_clinical, slide_patients
+from ghist_ray.cohort.compare import compare_models
+from ghist_ray.cohort.features import CellStats, cohort_stats, select_features
+from ghist_ray.cohort.run import SurvivalReport, join_cohort, run_survival
+from ghist_ray.cohort.survival import (
+    CoxModel,
+    CVResult,
+    KMResult,
+    cross_validate,
+    fit_cox,
+    kaplan_meier,
+)
+
+__all__ = [
+    "LAYOUTS",
+    "CVResult",
+    "CellStats",
+    "ClinicalTable",
+    "CoxModel",
+    "KMResult",
+    "SurvivalReport",
+    "cohort_stats",
+    "compare_models",
+    "cross_validate",
+    "fit_cox",
+    "join_cohort",
+    "kaplan_meier",
+    "read_clinical",
+    "run_survival",
+    "select_features",
+    "slide_patients",
+]

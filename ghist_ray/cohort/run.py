@@ -1,0 +1,475 @@
+"""``ghist-ray survival``: cells of an inference run + a clinical table → survival
+analysis under ``out``, tracked as one MLflow run.
+
+Example::
+
+    from ghist_ray.config import SurvivalConfig
+    from ghist_ray.cohort import run_survival
+
+    report = run_survival(SurvivalConfig(features=["prop.T", "area.Malignant"]),
+                          "runs/cohort", "cohort/clinical.csv", "runs/survival")
+    report.metrics["cindex_cv_mean"], report.metrics["logrank_p"]
+
+Files written under ``out`` (local or s3://; ``survival.json`` last):
+
+========================== =========================================================
+``features_slides.parquet`` every feature per slide (+ ``patient_id``)
+``features_patients.parquet`` every feature per patient (slides pooled) + ``n_slides``
+``analysis_table.csv``     the modelled patients: time, event, features, covariates,
+                           held-out risk and risk group
+``cox_summary.csv``        Cox fit on all patients: coef, HR (95% CI), p, ``per`` (SD)
+``ph_test.csv``            proportional-hazards test per covariate
+``cv_folds.csv``           C-index of every held-out fold of every repeat
+``cv_cindex.json``         the cross-validated C-indices with 95% CIs (model, features
+                           only, covariates only, shuffled-outcome control)
+``km_curves.csv``, ``km_groups.csv``  KM curves and group sizes/medians, log-rank
+``unmatched.csv``          slides without a clinical patient, patients without slides
+``metrics.json``           every number logged to MLflow
+``km.png``, ``forest.png`` the pictures
+``survival.json``          the report summary (written last)
+========================== =========================================================
+
+The MLflow run (default store: ``sqlite:///<out>/mlflow.db``) carries tags
+linking it to what made its features, read from ``<cells>/state/run.json``:
+``ghist_ray.model`` (model URI), ``ghist_ray.inference_run_id`` and, for a
+registry model, ``ghist_ray.model_name``/``model_version`` and
+``ghist_ray.train_run_id`` (the training run with the ``eval_*`` metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from ghist_ray import tracking
+from ghist_ray import uri as uris
+from ghist_ray.cohort.clinical import (
+    ClinicalTable,
+    encode_covariates,
+    read_clinical,
+    slide_patients,
+)
+from ghist_ray.cohort.features import CellStats, cohort_stats, select_features
+from ghist_ray.cohort.plots import plot_forest, plot_km
+from ghist_ray.cohort.survival import (
+    CVResult,
+    KMResult,
+    cross_validate,
+    fit_cox,
+    kaplan_meier,
+)
+from ghist_ray.config import SurvivalConfig, dump_config
+from ghist_ray.errors import GhistError
+from ghist_ray.inference.state import RunLayout
+from ghist_ray.slides.redact import redact
+
+Progress = Callable[[str], None]
+MARKER = "survival.json"
+STAGE_TAG = "ghist_ray.stage"
+TRAIN_RUN_TAG = "ghist_ray.train_run_id"
+MODEL_NAME_TAG = "ghist_ray.model_name"
+MODEL_VERSION_TAG = "ghist_ray.model_version"
+
+
+@dataclass(frozen=True)
+class SurvivalReport:
+    """What :func:`run_survival` found; the same numbers are in ``out`` and MLflow."""
+
+    out: str
+    tracking_uri: str
+    run_id: str
+    metrics: dict[str, float]
+    table: pd.DataFrame  # the modelled patients
+    cox: pd.DataFrame
+    ph: pd.DataFrame
+    cv: CVResult
+    km: KMResult
+    unmatched: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class CohortTable:
+    """Patients with outcome, chosen features and encoded covariates, and the
+    bookkeeping of the join."""
+
+    table: pd.DataFrame
+    features: list[str]
+    covariates: list[str]
+    slide_features: pd.DataFrame
+    patient_features: pd.DataFrame
+    unmatched: pd.DataFrame
+    counts: dict[str, float]
+
+
+def _manifest_patients(manifest_uri: str | None) -> dict[str, str]:
+    if manifest_uri is None:
+        return {}
+    from ghist_ray.cohort.clinical import slide_key
+    from ghist_ray.manifest import read_manifest
+
+    manifest = read_manifest(manifest_uri).dropna(subset=["patient_id"])
+    return {
+        slide_key(s): str(p).strip().upper()
+        for s, p in zip(manifest["slide_id"], manifest["patient_id"], strict=True)
+    }
+
+
+def join_cohort(
+    stats: CellStats,
+    clinical: ClinicalTable,
+    config: SurvivalConfig,
+    cells_uri: str,
+    manifest_uri: str | None = None,
+    progress: Progress = print,
+) -> CohortTable:
+    """Slides → patients (barcode, or manifest / clinical slide column), features
+    pooled per patient, joined with the clinical table; unmatched reported,
+    incomplete rows and constant features dropped with a warning and a count."""
+    known = {**clinical.slide_patients, **_manifest_patients(manifest_uri)}
+    patient_of = slide_patients(stats.index, config.patient_pattern, known)
+    slide_features = stats.features(config.programmes, config.type_expression, progress)
+    slide_features.insert(0, "patient_id", patient_of)
+    pooled = stats.pool(patient_of)
+    patient_features = pooled.features(config.programmes, config.type_expression, lambda _: None)
+    patient_features.insert(0, "n_slides", patient_of.value_counts().reindex(pooled.index))
+
+    clinical_ids = clinical.patients.index
+    matched = patient_features.index.intersection(clinical_ids)
+    no_patient = patient_of.index[patient_of.isna()]
+    no_clinical = patient_of.index[patient_of.notna() & ~patient_of.isin(clinical_ids)]
+    no_slides = clinical_ids.difference(patient_features.index)
+    parts = [
+        pd.DataFrame({"kind": kind, "id": ids})
+        for kind, ids in (
+            ("slide without patient id", no_patient),
+            ("slide without clinical row", no_clinical),
+            ("patient without slides", no_slides),
+        )
+        if len(ids)
+    ]
+    unmatched = (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["kind", "id"])
+    )
+    if matched.empty:
+        slide_eg = f"{stats.index[0]!r} → {patient_of.iloc[0]!r}"
+        raise GhistError(
+            f"{clinical.source}: no patient matches a slide of {cells_uri} "
+            f"(slide {slide_eg}; clinical ids like {list(clinical_ids[:2])}); "
+            "check survival.patient_pattern or pass a manifest"
+        )
+    if len(no_patient) + len(no_clinical) + len(no_slides):
+        progress(
+            f"survival: matched {len(matched)} patients; unmatched: {len(no_patient)} slides "
+            f"without a patient id, {len(no_clinical)} slides without a clinical row, "
+            f"{len(no_slides)} clinical patients without slides (see unmatched.csv)"
+        )
+
+    available = [c for c in patient_features.columns if c != "n_slides"]
+    features = select_features(available, config.features)
+    covariates = encode_covariates(
+        clinical.patients.loc[matched], config.covariates, clinical.source
+    )
+    table = pd.concat(
+        [
+            clinical.patients.loc[matched, ["time", "event"]],
+            patient_features.loc[matched, features],
+            covariates,
+        ],
+        axis=1,
+    )
+    counts: dict[str, float] = {
+        "n_slides": float(len(stats.index)),
+        "n_slides_matched": float(patient_of.isin(matched).sum()),
+        "n_unmatched_slides": float(len(no_patient) + len(no_clinical)),
+        "n_unmatched_patients": float(len(no_slides)),
+        **{f"n_dropped_{k.replace(' ', '_')}": float(v) for k, v in clinical.dropped.items()},
+    }
+    incomplete = table.isna().any(axis=1)
+    if incomplete.any():
+        gaps = table.columns[table[incomplete].isna().any()].tolist()
+        progress(
+            f"survival: dropped {int(incomplete.sum())} of {len(table)} patients with missing "
+            f"values in {gaps[:6]}"
+        )
+        counts["n_dropped_incomplete"] = float(incomplete.sum())
+        table = table[~incomplete]
+    if table.empty:
+        raise GhistError(f"{clinical.source}: no matched patient has every feature and covariate")
+    constant = [c for c in table.columns[2:] if table[c].nunique() < 2]
+    if constant:
+        progress(
+            f"survival: dropped {len(constant)} column(s) with zero variance across "
+            f"{len(table)} patients: {constant[:6]}"
+        )
+        counts["n_dropped_zero_variance"] = float(len(constant))
+        features = [f for f in features if f not in constant]
+        table = table.drop(columns=constant)
+    if not features:
+        raise GhistError(
+            f"every chosen feature {config.features} is constant across the "
+            f"{len(table)} patients: nothing to model"
+        )
+    covariate_columns = [c for c in covariates.columns if c in table.columns]
+    return CohortTable(
+        table, features, covariate_columns, slide_features, patient_features, unmatched, counts
+    )
+
+
+def _cv(
+    config: SurvivalConfig, table: pd.DataFrame, columns: list[str], shuffle: bool = False
+) -> CVResult:
+    return cross_validate(
+        table,
+        columns,
+        folds=config.folds,
+        repeats=config.repeats,
+        penalizer=config.penalizer,
+        l1_ratio=config.l1_ratio,
+        standardise=config.standardise,
+        risk_groups=config.risk_groups,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+        shuffle_outcomes=shuffle,
+    )
+
+
+def analyse(config: SurvivalConfig, cohort: CohortTable, progress: Progress = print) -> dict:
+    """Cox on all patients, cross-validated C-indices, KM by held-out risk group."""
+    table, columns = cohort.table, cohort.features + cohort.covariates
+    n_events = int(table["event"].sum())
+    progress(
+        f"survival: {len(table)} patients, {n_events} events; Cox on {len(cohort.features)} "
+        f"features + {len(cohort.covariates)} covariates; {config.repeats}× {config.folds}-fold CV"
+    )
+    model = fit_cox(table, columns, config.penalizer, config.l1_ratio, config.standardise)
+    for text in model.warnings:
+        progress(f"survival: lifelines: {text}")
+    cox = model.summary()
+    cox.insert(
+        1, "kind", ["feature"] * len(cohort.features) + ["covariate"] * len(cohort.covariates)
+    )
+    ph = model.ph_test(table)
+    cv = {"cindex_cv": _cv(config, table, columns)}
+    if cohort.covariates:
+        cv["cindex_cv_features"] = _cv(config, table, cohort.features)
+        cv["cindex_cv_covariates"] = _cv(config, table, cohort.covariates)
+    if config.shuffled_control:
+        cv["cindex_cv_shuffled"] = _cv(config, table, columns, shuffle=True)
+    main = cv["cindex_cv"]
+    km = kaplan_meier(
+        table["time"].to_numpy(float), table["event"].to_numpy(int), main.oof["group"].to_numpy()
+    )
+    metrics = {
+        **cohort.counts,
+        "n_patients": float(len(table)),
+        "n_events": float(n_events),
+        "n_features": float(len(cohort.features)),
+        "cindex_train": model.concordance,
+        "logrank_chi2": km.test_statistic,
+        "logrank_p": km.p_value,
+        "ph_min_p": float(ph["p"].min()),
+        "ph_violations": float((ph["p"] < 0.05).sum()),
+    }
+    for name, result in cv.items():
+        metrics.update(result.metrics(name))
+    return {"model": model, "cox": cox, "ph": ph, "cv": cv, "km": km, "metrics": metrics}
+
+
+def _line(name: str, metrics: dict[str, float]) -> str:
+    return (
+        f"{metrics[f'{name}_mean']:.3f} "
+        f"[{metrics[f'{name}_ci_low']:.3f}, {metrics[f'{name}_ci_high']:.3f}]"
+    )
+
+
+def _write(stage: Path, cohort: CohortTable, found: dict, time_unit: str, report: dict) -> None:
+    cohort.slide_features.reset_index().to_parquet(stage / "features_slides.parquet", index=False)
+    cohort.patient_features.reset_index().to_parquet(
+        stage / "features_patients.parquet", index=False
+    )
+    main: CVResult = found["cv"]["cindex_cv"]
+    table = cohort.table.join(main.oof[["risk", "group"]])
+    table.rename_axis("patient_id").reset_index().to_csv(stage / "analysis_table.csv", index=False)
+    found["cox"].to_csv(stage / "cox_summary.csv", index=False)
+    found["ph"].to_csv(stage / "ph_test.csv", index=False)
+    pd.concat(
+        [r.folds.assign(model=name) for name, r in found["cv"].items()], ignore_index=True
+    ).to_csv(stage / "cv_folds.csv", index=False)
+    (stage / "cv_cindex.json").write_text(
+        json.dumps(
+            {
+                name: {
+                    "mean": r.mean,
+                    "ci_low": r.ci_low,
+                    "ci_high": r.ci_high,
+                    "sd_folds": r.sd,
+                    "folds": len(r.folds),
+                }
+                for name, r in found["cv"].items()
+            },
+            indent=1,
+        )
+    )
+    km: KMResult = found["km"]
+    km.curves.to_csv(stage / "km_curves.csv", index=False)
+    km.groups.assign(logrank_chi2=km.test_statistic, logrank_p=km.p_value).to_csv(
+        stage / "km_groups.csv", index=False
+    )
+    cohort.unmatched.to_csv(stage / "unmatched.csv", index=False)
+    (stage / "metrics.json").write_text(json.dumps(found["metrics"], indent=1))
+    cindex = found["metrics"]
+    plot_km(
+        km,
+        stage / "km.png",
+        time_unit,
+        f"held-out risk groups (CV C-index {_line('cindex_cv', cindex)})",
+    )
+    plot_forest(found["cox"], stage / "forest.png")
+    (stage / MARKER).write_text(json.dumps(report, indent=1, default=str))
+
+
+def _publish(stage: Path, out: str) -> None:
+    """Copy the staged files to ``out`` (replacing older ones), the marker last."""
+    fs, root = uris.filesystem(out)
+    fs.makedirs(root, exist_ok=True)
+    files = sorted(p for p in stage.iterdir() if p.is_file() and p.name != MARKER)
+    for p in [*files, stage / MARKER]:
+        fs.put_file(str(p), f"{root.rstrip('/')}/{p.name}")
+
+
+def _store_exists(tracking_uri: str) -> bool:
+    """False for a SQLite store whose file is missing (opening it would create one)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).exists()
+    return True
+
+
+def inference_links(cells_uri: str, tracking_uri: str) -> dict[str, str]:
+    """Tags tying an analysis to the inference run and model that made its cells."""
+    layout = RunLayout(cells_uri)
+    path = layout.path("state", "run.json")
+    info: dict[str, Any] = layout.read_json(path) if layout.fs.exists(path) else {}
+    tags = {
+        f"ghist_ray.{key}": str(info[src])
+        for key, src in (
+            ("model", "model"),
+            ("inference_run_id", "mlflow_run_id"),
+            ("inference_tracking_uri", "tracking_uri"),
+        )
+        if info.get(src)
+    }
+    model = str(info.get("model") or "")
+    if model.startswith("models:/"):
+        name, _, version = model.removeprefix("models:/").partition("/")
+        tags[MODEL_NAME_TAG], tags[MODEL_VERSION_TAG] = name, version or "1"
+        for store in dict.fromkeys(filter(None, [info.get("tracking_uri"), tracking_uri])):
+            if not _store_exists(store):
+                continue
+            try:
+                found = tracking.client(store).get_model_version(name, version or "1")
+            except MlflowException:
+                continue
+            if found.run_id:
+                tags[TRAIN_RUN_TAG] = found.run_id
+                break
+    return tags
+
+
+def run_survival(
+    config: SurvivalConfig,
+    cells_uri: str,
+    clinical_uri: str,
+    out: str,
+    tracking_uri: str | None = None,
+    manifest_uri: str | None = None,
+    progress: Progress = print,
+) -> SurvivalReport:
+    """Features → clinical join → Cox/KM/CV → files under ``out`` and one MLflow run
+    (module docstring). User errors are :class:`GhistError` with one line."""
+    started = time.perf_counter()
+    clinical = read_clinical(clinical_uri, config.clinical, warn=progress)
+    progress(
+        f"survival: clinical {clinical_uri}: {len(clinical.patients)} patients "
+        f"({clinical.layout} layout, times in {clinical.time_unit})"
+    )
+    stats = cohort_stats(cells_uri, config, progress)
+    progress(f"survival: features of {len(stats.index)} done slides from {cells_uri}")
+    cohort = join_cohort(stats, clinical, config, cells_uri, manifest_uri, progress)
+    found = analyse(config, cohort, progress)
+    metrics = found["metrics"]
+    metrics["seconds"] = time.perf_counter() - started
+
+    store = tracking.default_tracking_uri(out, tracking_uri)
+    tags = {
+        tracking.NAME_TAG: config.run_name,
+        STAGE_TAG: "survival",
+        **inference_links(cells_uri, store),
+    }
+    c = tracking.client(store)
+    run_id = c.create_run(tracking.experiment_id(store), run_name=config.run_name, tags=tags)
+    run_id = run_id.info.run_id
+    report = {
+        "run_id": run_id,
+        "tracking_uri": store,
+        "cells": redact(cells_uri),
+        "clinical": redact(clinical_uri),
+        "features": cohort.features,
+        "covariates": cohort.covariates,
+        "metrics": metrics,
+        "links": tags,
+    }
+    stage = Path(tempfile.mkdtemp(prefix="ghist_ray-survival-"))
+    try:
+        _write(stage, cohort, found, clinical.time_unit, report)
+        (stage / "config").mkdir()
+        (stage / "config" / "survival.yaml").write_text(dump_config(config))
+        tracking.log_params(
+            store,
+            run_id,
+            {
+                **{k: v for k, v in config.model_dump().items() if k != "clinical"},
+                **{f"clinical.{k}": v for k, v in config.clinical.model_dump().items()},
+                "cells": redact(cells_uri),
+                "clinical_table": redact(clinical_uri),
+                "clinical_layout": clinical.layout,
+                "manifest": redact(manifest_uri) if manifest_uri else "",
+                "chosen_features": ",".join(cohort.features),
+                "chosen_covariates": ",".join(cohort.covariates),
+            },
+        )
+        tracking.log_metrics(store, run_id, {k: v for k, v in metrics.items() if np.isfinite(v)}, 0)
+        tracking.log_artifacts(store, run_id, stage, "survival")
+        _publish(stage, out)
+    except BaseException:
+        tracking.finish_run(store, run_id, failed=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    tracking.finish_run(store, run_id)
+    progress(
+        f"survival: CV C-index {_line('cindex_cv', metrics)} (shuffled control "
+        + (_line("cindex_cv_shuffled", metrics) if config.shuffled_control else "off")
+        + f"), log-rank p = {metrics['logrank_p']:.2g} -> {out}; MLflow run {run_id} at {store}"
+    )
+    return SurvivalReport(
+        out,
+        store,
+        run_id,
+        metrics,
+        cohort.table.join(found["cv"]["cindex_cv"].oof[["risk", "group"]]),
+        found["cox"],
+        found["ph"],
+        found["cv"]["cindex_cv"],
+        found["km"],
+        cohort.unmatched,
+    )

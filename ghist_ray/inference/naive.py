@@ -1,0 +1,48 @@
+"""The same inference without Ray: one process, one slide, tile after tile.
+
+This is the reference the pipeline is checked against (same tiles, same model,
+same ownership rule, so the cells must be the same) and the "naive loop" of
+``bench/infer_throughput.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ghist_ray.inference.plan import SlideSource, Tiling, tile_rows
+from ghist_ray.inference.postprocess import (
+    CellsMeta,
+    merge_overlaps,
+    on_tissue,
+    owned_cells,
+    per_cell,
+)
+from ghist_ray.model import GhistNet, predict_patch
+
+
+def naive_slide_cells(
+    source: SlideSource,
+    model: GhistNet,
+    tiling: Tiling,
+    batch_size: int = 16,
+) -> pa.Table:
+    """Open the slide, read its tissue tiles in order, run the model on each batch,
+    keep the owned cells on tissue, merge overlaps; the cells table sorted by ``cell_id``."""
+    meta = CellsMeta(model.config.type_names, model.config.gene_names)
+    tables = [meta.staging_schema().empty_table()]
+    with tiling.open(source) as slide:
+        grid, tissue = tiling.grid(slide)
+        rows = tile_rows(source, slide, grid)
+        for start in range(0, len(grid), batch_size):
+            tiles = {k: v[start : start + batch_size] for k, v in rows.items()}
+            images = np.stack(
+                [
+                    tiling.read(slide, x0, y0, grid.size_l0)
+                    for x0, y0 in zip(tiles["x0"], tiles["y0"], strict=True)
+                ]
+            )
+            preds = predict_patch(model, images, min_area_px=tiling.min_nucleus_px)
+            tables.append(owned_cells(per_cell(tiles, preds), meta))
+    cells = pa.concat_tables(tables).drop_columns(["cut"]).sort_by("cell_id")
+    return merge_overlaps(on_tissue(cells, tissue, slide.mpp)[0])[0]

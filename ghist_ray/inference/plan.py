@@ -1,0 +1,225 @@
+"""Manifest → slides → tile coordinates: what the pipeline will read, and nothing else.
+
+Planning a slide opens it, finds the tissue on a low-resolution level and lays
+the model's tile grid over it. Only coordinates leave this step (pixels are
+read later, next to the model), so a plan costs a few hundred bytes per tile.
+The QC thumbnail is taken here too, while the slide is open anyway (for an
+s3:// slide that saves a second download).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+
+from ghist_ray.config import InferConfig
+from ghist_ray.errors import GhistError
+from ghist_ray.inference.state import RunLayout
+from ghist_ray.model import ModelConfig
+from ghist_ray.slides import (
+    Slide,
+    SlideCache,
+    TileGrid,
+    detect_tissue,
+    normalise,
+    open_slide,
+    tile_grid,
+)
+from ghist_ray.slides.redact import scrub
+
+PLAN_FILE = "plan.json"
+THUMB_FILE = "thumb.npz"
+
+
+@dataclass(frozen=True)
+class SlideSource:
+    """One manifest row as the pipeline needs it; ``mpp`` overrides the metadata."""
+
+    slide_id: str
+    uri: str
+    mpp: float | None = None
+
+
+def slide_sources(manifest: pd.DataFrame) -> list[SlideSource]:
+    """The manifest's slides, in its order."""
+    mpps = manifest["mpp"] if "mpp" in manifest.columns else [None] * len(manifest)
+    return [
+        SlideSource(str(sid), str(uri), None if mpp is None or pd.isna(mpp) else float(mpp))
+        for sid, uri, mpp in zip(manifest["slide_id"], manifest["uri"], mpps, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How slides are cut for one model: its µm/px and patch size, and the overlap
+    that keeps the largest nucleus whole in the tile that owns it."""
+
+    mpp: float
+    patch_px: int
+    overlap_px: int
+    min_tissue: float
+    tissue_mpp: float
+    stain_normalise: bool
+    min_nucleus_px: int
+    cache_dir: str | None
+    cache_bytes: int
+
+    @classmethod
+    def for_model(cls, model: ModelConfig, config: InferConfig) -> Tiling:
+        overlap = math.ceil(config.max_nucleus_um / model.mpp)
+        overlap += overlap % 2  # split evenly between the two neighbours
+        if overlap > model.patch_px // 2:
+            raise GhistError(
+                f"infer.max_nucleus_um {config.max_nucleus_um} µm needs a {overlap} px overlap, "
+                f"more than half the model's {model.patch_px} px patch"
+            )
+        return cls(
+            mpp=model.mpp,
+            patch_px=model.patch_px,
+            overlap_px=overlap,
+            min_tissue=config.min_tissue,
+            tissue_mpp=config.tissue_mpp,
+            stain_normalise=config.stain_normalise,
+            min_nucleus_px=max(1, round(config.min_nucleus_um2 / model.mpp**2)),
+            cache_dir=config.cache_dir,
+            cache_bytes=int(config.cache_gb * 2**30),
+        )
+
+    def grid(self, slide: Slide) -> tuple[TileGrid, Any]:
+        """The kept tiles of ``slide`` and its tissue mask."""
+        tissue = detect_tissue(slide, self.tissue_mpp)
+        grid = tile_grid(
+            slide.dimensions,
+            slide.mpp,
+            self.mpp,
+            self.patch_px,
+            self.overlap_px,
+            tissue,
+            self.min_tissue,
+        )
+        return grid, tissue
+
+    def open(self, source: SlideSource) -> Slide:
+        """Open a slide; an s3:// one is staged into this process's cache and
+        deleted again when closed."""
+        cache = _process_cache(self.cache_dir, self.cache_bytes)
+        return open_slide(source.uri, source.mpp, cache, slide_id=source.slide_id, release=True)
+
+    def read(self, slide: Slide, x0: int, y0: int, size_l0: int) -> np.ndarray:
+        """One tile's RGB pixels, stain-normalised if asked."""
+        rgb = slide.read(int(x0), int(y0), int(size_l0), self.patch_px)
+        return normalise(rgb) if self.stain_normalise else rgb
+
+
+@cache
+def _process_cache(cache_dir: str | None, budget: int) -> SlideCache:
+    """One staging cache per worker process (SlideCache is not shared across processes)."""
+    root = Path(cache_dir or tempfile.gettempdir()) / f"ghist_ray-slides-{os.getpid()}"
+    return SlideCache(root, budget)
+
+
+def tile_rows(source: SlideSource, slide: Slide, grid: TileGrid) -> dict[str, np.ndarray]:
+    """Columns of one row per tile: where to read it and the grid geometry that
+    decides which cells it owns."""
+    n = len(grid)
+
+    def full(value: Any) -> np.ndarray:
+        return np.full(n, value)
+
+    return {
+        "slide_id": full(source.slide_id).astype(object),
+        "uri": full(source.uri).astype(object),
+        "mpp_override": full(np.nan if source.mpp is None else source.mpp),
+        "slide_mpp": full(slide.mpp),
+        "tile_index": grid.tile_index,
+        "x0": grid.x0,
+        "y0": grid.y0,
+        "row": grid.row,
+        "col": grid.col,
+        "size_l0": full(grid.size_l0),
+        "stride_l0": full(grid.stride_l0),
+        "n_rows": full(grid.n_rows),
+        "n_cols": full(grid.n_cols),
+        "patch_px": full(grid.patch_px),
+    }
+
+
+def source_of(row: dict[str, Any]) -> SlideSource:
+    """The slide a tile row (or a slide row) belongs to."""
+    mpp = row.get("mpp_override", row.get("mpp"))
+    mpp = None if mpp is None or not np.isfinite(mpp) else float(mpp)
+    return SlideSource(str(row["slide_id"]), str(row["uri"]), mpp)
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line for the failures table: our own errors as they are, others typed."""
+    if isinstance(exc, GhistError):
+        return scrub(str(exc))
+    return f"{type(exc).__name__}: {scrub(str(exc))}"
+
+
+def plan_slide(
+    row: dict[str, Any],
+    tiling: Tiling,
+    out: str,
+    qc_px: int,
+    counter: ray.actor.ActorHandle | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Ray Data ``flat_map``: a slide row → its tile rows (a generator: a large
+    slide's hundred thousand rows are never a list of dicts at once).
+
+    Writes the slide's plan (tile count, geometry, or the reason it cannot be
+    tiled) and a thumbnail with its tissue mask into the run's staging area; a
+    slide that fails here yields no tiles and the failure is read back at commit.
+    """
+    layout, source = RunLayout(out), source_of(row)
+    started, stage = time.time(), "open"
+    plan: dict[str, Any] = {"slide_id": source.slide_id, "started": started}
+    try:
+        with tiling.open(source) as slide:
+            stage = "tissue"
+            grid, tissue = tiling.grid(slide)
+            plan.update(
+                width=slide.dimensions[0],
+                height=slide.dimensions[1],
+                slide_mpp=slide.mpp,
+                mpp_source=slide.mpp_source,
+                tiles=len(grid),
+            )
+            if not len(grid):
+                raise GhistError(
+                    f"{slide.uri}: no tissue found (no tile is ≥ {tiling.min_tissue:.0%} tissue)"
+                )
+            stage = "thumbnail"
+            thumb, scale = slide.thumbnail(qc_px)
+            rows = tile_rows(source, slide, grid)
+    except Exception as exc:
+        plan.update(stage=stage, error=failure_text(exc), seconds=time.time() - started)
+        layout.write_json(layout.slide_work(source.slide_id, PLAN_FILE), plan)
+        if counter is not None:
+            counter.plan.remote(0)
+        return
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, thumb=thumb, scale=scale, mask=tissue.mask, mask_downsample=tissue.downsample
+    )
+    with layout.target(layout.slide_work(source.slide_id, THUMB_FILE)) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    plan["seconds"] = time.time() - started
+    layout.write_json(layout.slide_work(source.slide_id, PLAN_FILE), plan)
+    if counter is not None:
+        counter.plan.remote(len(grid))
+    for i in range(len(grid)):
+        yield {k: v[i] for k, v in rows.items()}

@@ -1,0 +1,31 @@
+"""What every ``jobs/<stage>.py`` does: run ``ghist-ray <stage>`` with this process's arguments.
+
+All logic stays in the package: an entrypoint only names its stage. Under
+``ray job submit --working-dir .`` Ray puts the uploaded working directory first
+on ``PYTHONPATH``, so ``ghist_ray`` is the submitted copy of the package (its
+dependencies come from the cluster's image, see ``cluster/``). ``--config``
+may be a URI (``s3://bucket/run.yaml``): the stage's loader reads it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def option(argv: Sequence[str], name: str) -> str | None:
+    """The value of ``name`` in ``argv`` (``--out X`` or ``--out=X``), else None."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run(stage: str, *extra: str) -> None:
+    """``ghist-ray <stage> <argv…> <extra…>``; exits with the stage's status."""
+    from ghist_ray.cli import app
+
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach `ray job logs -f` live
+    app([stage, *sys.argv[1:], *extra], prog_name="ghist-ray")
