@@ -302,8 +302,10 @@ def run_train(
     out: str,
     progress: Callable[[str], None] = print,
     evaluate: bool = True,
+    eval_dir: Path | None = None,
 ) -> TrainResult:
-    """Train (or resume ``config.name`` under ``out``), evaluate the best, register it."""
+    """Train (or resume ``config.name`` under ``out``), evaluate the best (into
+    ``eval_dir`` if given, and MLflow), register it."""
     meta = check_shards(shards, config)
     reference = load_reference(config.reference, meta.genes)
     mean, std = input_stats(shards)
@@ -397,7 +399,7 @@ def run_train(
     if evaluate:
         from ghist_ray.evaluate import load_and_evaluate
 
-        eval_dir = Path(tempfile.mkdtemp(prefix="ghist_ray-eval-"))
+        eval_dir = eval_dir or Path(tempfile.mkdtemp(prefix="ghist_ray-eval-"))
         report = load_and_evaluate(str(model_dir), shards, "val", eval_dir)
         metrics.update({f"eval_{k}": v for k, v in report.metrics.items()})
         tracking.log_metrics(
