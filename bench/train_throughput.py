@@ -62,7 +62,7 @@ def main() -> None:
         shards = _shards(Path(tmp))
         for label, workers, per_worker, use_gpu in setups:
             config = TrainConfig(
-                name=f"bench{workers}", epochs=1, max_steps_per_epoch=args.steps,
+                name=f"bench{workers}", epochs=1, max_steps_per_epoch=args.steps, max_val_batches=1,
                 batch_size=args.batch_size, num_workers=workers, cpus_per_worker=per_worker,
                 use_gpu=use_gpu, register_as=None,
             )  # fmt: skip
