@@ -28,7 +28,14 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+# Headless Chromium for the summary-page test: Debian's package, installed once.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -y -q
+$(CHROMIUM):
+	($(APT) install chromium || ($(APT) update && $(APT) install chromium)) >/dev/null
+
+test: lint $(CHROMIUM)
 	$(VENV)/bin/pytest
 
 clean:

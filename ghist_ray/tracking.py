@@ -39,9 +39,17 @@ def client(tracking_uri: str) -> MlflowClient:
 
 
 def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
+    """The experiment's id, created on first use. With a SQLite store its artefacts
+    go beside the database (MLflow's default is ``./mlruns`` of whatever the
+    current directory happens to be)."""
     c = client(tracking_uri)
     found = c.get_experiment_by_name(name)
-    return found.experiment_id if found else c.create_experiment(name)
+    if found:
+        return found.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return c.create_experiment(name, artifact_location=location)
 
 
 def open_run(tracking_uri: str, run_name: str, tags: Mapping[str, str] | None = None) -> str:
