@@ -238,6 +238,77 @@ def compare(
         typer.echo(f"comparison written to {out / 'compare.csv'} and {out / 'compare.png'}")
 
 
+CellsOpt = Annotated[str, typer.Option(help="inference output root (cells/, state/), or s3://")]
+AnalysisOutOpt = Annotated[str, typer.Option(help="folder or s3:// URI for tables and pictures")]
+ManifestOpt = Annotated[
+    str | None, typer.Option(help="manifest whose patient_id maps slides (default: barcodes)")
+]
+TrackingOpt = Annotated[str | None, typer.Option(help="MLflow store (default: sqlite under --out)")]
+
+
+@app.command()
+@user_errors
+def spots(
+    cells: CellsOpt,
+    out: AnalysisOutOpt,
+    truth: Annotated[
+        str | None,
+        typer.Option(help="measured cells in the cells contract (same slides) to evaluate against"),
+    ] = None,
+    grid: Annotated[str | None, typer.Option(help="visium (55 µm on 100 µm hex) or square")] = None,
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Predicted cells → Visium-like or square spots (Parquet + AnnData); PCC/SSIM vs --truth."""
+    from ghist_ray.analysis import run_spots
+
+    cfg = _config(config, set_, **{"spots.grid": grid})
+    report = run_spots(cfg.spots, cells, out, truth, tracking_uri, progress=typer.echo)
+    if "eval_summary" in report.tables:
+        typer.echo(report.tables["eval_summary"].describe().to_string(float_format="{:.3f}".format))
+
+
+@app.command()
+@user_errors
+def cluster(
+    cells: CellsOpt,
+    out: AnalysisOutOpt,
+    manifest: ManifestOpt = None,
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Leiden subpopulations on a cohort sample, every cell assigned, markers, proportions."""
+    from ghist_ray.analysis import run_cluster
+
+    cfg = _config(config, set_)
+    report = run_cluster(
+        cfg.cluster, cells, out, cfg.survival.patient_pattern, manifest, tracking_uri, typer.echo
+    )
+    typer.echo(report.tables["clusters"].to_string(float_format="{:.2f}".format))
+
+
+@app.command()
+@user_errors
+def spatial(
+    cells: CellsOpt,
+    out: AnalysisOutOpt,
+    manifest: ManifestOpt = None,
+    tracking_uri: TrackingOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Per slide: neighbourhood enrichment (permutation null), Moran's I; per-patient tables."""
+    from ghist_ray.analysis import run_spatial
+
+    cfg = _config(config, set_)
+    report = run_spatial(
+        cfg.spatial, cells, out, cfg.survival.patient_pattern, manifest, tracking_uri, typer.echo
+    )
+    typer.echo(report.tables["cohort"].to_string(float_format="{:.2f}".format))
+
+
 @app.command()
 @user_errors
 def demo(

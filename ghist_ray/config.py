@@ -222,6 +222,66 @@ class SurvivalConfig(StageConfig):
     run_name: str = Field("survival", description="MLflow run name")
 
 
+class SpotsConfig(StageConfig):
+    """Predicted cells → Visium-like or square spots (see ``ghist_ray.analysis.spots``)."""
+
+    grid: Literal["visium", "square"] = Field("visium", description="spot layout")
+    diameter_um: float = Field(55.0, gt=0, description="visium: spot diameter")
+    pitch_um: float = Field(100.0, gt=0, description="visium: centre-to-centre distance")
+    size_um: float = Field(100.0, gt=0, description="square: side of a grid square")
+    reduce: Literal["mean", "sum"] = Field(
+        "mean", description="mean of cell values, or counts summed then expr_scale·log1p"
+    )
+    expr_scale: float = Field(5.0, gt=0, description="values are expr_scale·log1p(counts)")
+    min_cells: int = Field(1, ge=1, description="spots with fewer cells are dropped")
+    match_um: float = Field(3.0, gt=0, description="truth cell ↔ predicted cell distance")
+    batch_rows: int = Field(16_384, ge=1, description="cells read per batch (memory bound)")
+    plot_genes: int = Field(4, ge=1, description="genes on the spot-map picture")
+    run_name: str = Field("spots", description="MLflow run name")
+
+    @model_validator(mode="after")
+    def _spots_fit(self) -> SpotsConfig:
+        if self.grid == "visium" and self.diameter_um > self.pitch_um:
+            raise ValueError("visium spots overlap: diameter_um exceeds pitch_um")
+        return self
+
+
+class ClusterConfig(StageConfig):
+    """Subpopulations of predicted cells (see ``ghist_ray.analysis.clusters``)."""
+
+    sample_cells: int = Field(50_000, ge=100, description="cohort sample for the clustering")
+    normalise: Literal["counts", "none"] = Field(
+        "counts", description="counts: expm1 back, normalize_total, log1p; none: values as given"
+    )
+    expr_scale: float = Field(5.0, gt=0, description="values are expr_scale·log1p(counts)")
+    n_pcs: int = Field(30, ge=2)
+    n_neighbors: int = Field(15, ge=2)
+    resolution: float = Field(0.5, gt=0, description="Leiden resolution")
+    scale: bool = Field(False, description="z-score genes before PCA (sc.pp.scale)")
+    max_value: float = Field(10.0, gt=0, description="clip of the scaled values")
+    markers: int = Field(10, ge=1, description="marker genes kept per cluster")
+    batch_rows: int = Field(16_384, ge=1, description="cells read per batch (memory bound)")
+    seed: int = Field(0, ge=0)
+    run_name: str = Field("cluster", description="MLflow run name")
+
+
+class SpatialConfig(StageConfig):
+    """Per-slide spatial statistics (see ``ghist_ray.analysis.spatial``)."""
+
+    radius_um: float = Field(30.0, gt=0, description="neighbour graph radius")
+    n_perms: int = Field(200, ge=10, description="permutations of the enrichment null")
+    null: Literal["tumour_fixed", "all"] = Field(
+        "tumour_fixed",
+        description="tumour_fixed: labels permuted among non-tumour cells only; all: squidpy's",
+    )
+    tumour_types: list[str] = Field(["Malignant"], description="types held fixed by the null")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level")
+    genes: list[str] | None = Field(None, description="Moran's I genes; default: the panel")
+    programmes: dict[str, list[str]] = Field({}, description="programme name → genes (Moran's I)")
+    seed: int = Field(0, ge=0)
+    run_name: str = Field("spatial", description="MLflow run name")
+
+
 class PipelineConfig(StageConfig):
     """All stages of one run, under one output root URI."""
 
@@ -231,6 +291,9 @@ class PipelineConfig(StageConfig):
     train: TrainConfig = TrainConfig()
     infer: InferConfig = InferConfig()
     survival: SurvivalConfig = SurvivalConfig()
+    spots: SpotsConfig = SpotsConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    spatial: SpatialConfig = SpatialConfig()
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
