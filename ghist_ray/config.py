@@ -195,6 +195,11 @@ class SurvivalConfig(StageConfig):
         description="names or glob patterns: prop.<type>, area.<type>, expr.<gene>, "
         "expr.<type>.<gene>, prog.<name>, prog.<type>.<name>, spatial.<stat>",
     )
+    extra_features: list[str] = Field(
+        [],
+        description="per-patient tables joined onto the features (URIs of ghist-ray "
+        "cluster/spatial features_patients.parquet): cluster.<k>, nhood.<a>.<b>, moran.<gene>",
+    )
     covariates: list[str] = Field(
         ["age", "stage"], description="clinical covariates in the Cox model (clinical names)"
     )

@@ -102,9 +102,9 @@ class CellsRun:
 
 def patients(slides: list[str], pattern: str, manifest_uri: str | None) -> pd.Series:
     """Patient of each slide, as ``ghist-ray survival`` maps them (manifest, then barcode)."""
-    from ghist_ray.cohort.run import _manifest_patients
+    from ghist_ray.cohort.run import manifest_patients
 
-    return slide_patients(slides, pattern, _manifest_patients(manifest_uri))
+    return slide_patients(slides, pattern, manifest_patients(manifest_uri))
 
 
 def pool_patients(

@@ -163,7 +163,7 @@ def slide_statistics(
     if adata.n_obs < 3:
         empty = pd.DataFrame(columns=["feature", "I", "p"])
         return enrichment(adata, run.meta.type_names, config), empty, adata.n_obs
-    sq.gr.spatial_neighbors(adata, coord_type="generic", radius=config.radius_um)
+    sq.gr.spatial_neighbors_radius(adata, radius=config.radius_um)
     nhood = enrichment(adata, run.meta.type_names, config)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -111,7 +111,8 @@ class CohortTable:
     counts: dict[str, float]
 
 
-def _manifest_patients(manifest_uri: str | None) -> dict[str, str]:
+def manifest_patients(manifest_uri: str | None) -> dict[str, str]:
+    """Slide key → patient id from a manifest's ``patient_id`` column."""
     if manifest_uri is None:
         return {}
     from ghist_ray.cohort.clinical import slide_key
@@ -122,6 +123,32 @@ def _manifest_patients(manifest_uri: str | None) -> dict[str, str]:
         slide_key(s): str(p).strip().upper()
         for s, p in zip(manifest["slide_id"], manifest["patient_id"], strict=True)
     }
+
+
+def read_patient_table(source: str) -> pd.DataFrame:
+    """A per-patient feature table written by another stage (``ghist-ray cluster``,
+    ``ghist-ray spatial``: ``features_patients.parquet``), indexed by patient id."""
+    fs, path = uris.filesystem(source)
+    if not fs.exists(path):
+        raise GhistError(f"{source}: extra feature table not found")
+    with fs.open(path, "rb") as fh:
+        table = pd.read_parquet(fh)
+    if "patient_id" not in table.columns:
+        raise GhistError(f"{source}: extra feature table has no patient_id column")
+    table = table.drop(columns=["n_slides"], errors="ignore")
+    table["patient_id"] = table["patient_id"].astype(str).str.strip().str.upper()
+    return table.set_index("patient_id")
+
+
+def _with_extra(patient_features: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
+    """Join the extra per-patient tables on; a name already taken is an error."""
+    for source in sources:
+        extra = read_patient_table(source)
+        clash = patient_features.columns.intersection(extra.columns)
+        if len(clash):
+            raise GhistError(f"{source}: features {list(clash[:3])} already exist")
+        patient_features = patient_features.join(extra, how="left")
+    return patient_features
 
 
 def join_cohort(
@@ -135,13 +162,14 @@ def join_cohort(
     """Slides → patients (barcode, or manifest / clinical slide column), features
     pooled per patient, joined with the clinical table; unmatched reported,
     incomplete rows and constant features dropped with a warning and a count."""
-    known = {**clinical.slide_patients, **_manifest_patients(manifest_uri)}
+    known = {**clinical.slide_patients, **manifest_patients(manifest_uri)}
     patient_of = slide_patients(stats.index, config.patient_pattern, known)
     slide_features = stats.features(config.programmes, config.type_expression, progress)
     slide_features.insert(0, "patient_id", patient_of)
     pooled = stats.pool(patient_of)
     patient_features = pooled.features(config.programmes, config.type_expression, lambda _: None)
     patient_features.insert(0, "n_slides", patient_of.value_counts().reindex(pooled.index))
+    patient_features = _with_extra(patient_features, config.extra_features)
 
     clinical_ids = clinical.patients.index
     matched = patient_features.index.intersection(clinical_ids)

@@ -32,6 +32,8 @@ class CellPredictions:
 
 def _as_nchw(images: np.ndarray | Tensor) -> Tensor:
     """(B, 3, H, W) or (B, H, W, 3), uint8 or float 0..255 -> tensor (B, 3, H, W)."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # torch cannot wrap a read-only buffer (OpenSlide, Arrow)
     x = torch.as_tensor(images)
     if x.ndim != 4:
         raise ValueError(f"images must be 4-D (B,3,H,W) or (B,H,W,3), got {tuple(x.shape)}")

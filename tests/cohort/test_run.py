@@ -146,6 +146,46 @@ def test_join_reports_unmatched_and_drops_constant_features(
         )
 
 
+def test_extra_patient_tables_become_features(synth_cells: SynthCells, tmp_path: Path) -> None:
+    config = SurvivalConfig(features=["prop.T", "cluster.*"], covariates=[])
+    stats = cohort_stats(str(synth_cells.cells), config, progress=_quiet)
+    clinical = read_clinical(str(synth_cells.clinical), config.clinical)
+    patients = clinical.patients.index[:100]
+    extra = pd.DataFrame(
+        {
+            "patient_id": patients.str.lower(),  # ids are matched case-insensitively
+            "n_slides": 1,
+            "cluster.0": np.linspace(0, 1, len(patients)),
+            "cluster.1": np.linspace(1, 0, len(patients)) ** 2,
+        }
+    )
+    extra.to_parquet(tmp_path / "clusters.parquet")
+    said: list[str] = []
+    cohort = join_cohort(
+        stats,
+        clinical,
+        config.model_copy(update={"extra_features": [str(tmp_path / "clusters.parquet")]}),
+        str(synth_cells.cells),
+        progress=said.append,
+    )
+    assert cohort.features == ["prop.T", "cluster.0", "cluster.1"]
+    assert len(cohort.table) == 100  # the patients without an extra row are dropped, and said
+    assert any("missing values" in s and "cluster.0" in s for s in said)
+    planted = pd.Series(extra["cluster.0"].to_numpy(), index=patients)
+    assert np.allclose(cohort.table["cluster.0"], planted.loc[cohort.table.index])
+
+    extra.drop(columns="patient_id").to_parquet(tmp_path / "anonymous.parquet")
+    extra.rename(columns={"cluster.0": "prop.T"}).to_parquet(tmp_path / "clash.parquet")
+    for name, message in [
+        ("missing.parquet", "extra feature table not found"),
+        ("anonymous.parquet", "extra feature table has no patient_id column"),
+        ("clash.parquet", r"features \['prop.T'\] already exist"),
+    ]:
+        bad = config.model_copy(update={"extra_features": [str(tmp_path / name)]})
+        with pytest.raises(GhistError, match=f"{name}: {message}"):
+            join_cohort(stats, clinical, bad, "cells", None, _quiet)
+
+
 def _invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 

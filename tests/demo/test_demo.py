@@ -1,0 +1,85 @@
+"""The demo end to end: every stage's outputs, linked in MLflow, resumable, and a
+summary page that renders with all its pictures in headless Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from playwright.sync_api import sync_playwright
+
+from ghist_ray.config import PipelineConfig
+from ghist_ray.inference.state import RunLayout
+from ghist_ray.tracking import EXPERIMENT
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_every_stage_ran_and_is_linked_in_mlflow(demo_run: tuple[PipelineConfig, list]) -> None:
+    config, lines = demo_run
+    out = Path(config.out)
+    layout = RunLayout(str(out / "infer"))
+    slides = pd.read_parquet(out / "cohort" / "manifest.parquet")["slide_id"]
+    assert layout.done_slides() == set(slides)
+    assert (out / "evaluate" / "metrics.json").exists()
+    assert (out / "survival" / "survival.json").exists()
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    by_stage = {r.data.tags.get("ghist_ray.stage", "train"): r for r in runs}
+    assert set(by_stage) == {"train", "infer", "survival"}
+    survival = by_stage["survival"].data.tags
+    assert survival["ghist_ray.inference_run_id"] == by_stage["infer"].info.run_id
+    assert survival["ghist_ray.train_run_id"] == by_stage["train"].info.run_id
+    assert by_stage["infer"].data.tags["ghist_ray.model"] == "models:/ghist-demo/1"
+    assert any("mlflow ui --backend-store-uri" in line for line in lines)
+
+
+def test_rerun_reuses_every_stage(demo_run: tuple[PipelineConfig, list]) -> None:
+    from ghist_ray.demo import run_demo
+
+    config, _ = demo_run
+    lines: list[str] = []
+    run_demo(config, progress=lines.append)
+    text = "\n".join(lines)
+    for stage in ("synth", "prepare", "train", "survival"):
+        assert f"{stage}: reusing" in text, stage
+    assert f"{config.synth.n_slides} already done, 0 to do" in text
+
+
+def test_summary_page_renders_with_all_pictures(
+    demo_run: tuple[PipelineConfig, list], tmp_path: Path
+) -> None:
+    assert CHROMIUM.exists(), f"{CHROMIUM} missing: `make test` installs Debian's chromium"
+    page_path = Path(demo_run[0].out) / "summary.html"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(page_path.as_uri())
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.getAttribute('src'),"
+            " i.complete && i.naturalWidth > 0])"
+        )
+        page.screenshot(path=str(tmp_path / "summary.png"), full_page=True)
+        headings = page.locator("h2").all_inner_texts()
+        browser.close()
+    sources = {src: ok for src, ok in images}
+    assert all(sources.values()), [s for s, ok in sources.items() if not ok]
+    for needed in ("evaluate/gene_maps.png", "survival/km.png", "survival/forest.png"):
+        assert needed in sources
+    assert sum(s.endswith("/qc.png") for s in sources) == demo_run[0].synth.n_slides
+    assert headings[:3] == [
+        "Model on held-out Xenium",
+        "Cohort inference",
+        "Survival on predicted cells",
+    ]
+    assert (tmp_path / "summary.png").stat().st_size > 50_000
