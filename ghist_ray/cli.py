@@ -107,14 +107,22 @@ def prepare(
         str | None, typer.Option(help="per-type mean expression CSV (types × genes)")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="keep complete shards at --out; replace an interrupted attempt")
+    ] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Paired H&E + Xenium → labelled training shards (Parquet) and a summary."""
     from ghist_ray.prepare import run_prepare
+    from ghist_ray.shards import META, shards_state
 
     cfg = _config(config, set_)
-    run_prepare(cfg.prepare, manifest, reference, out, overwrite, progress=typer.echo)
+    state = shards_state(out) if resume else "other"
+    if state == "complete":
+        typer.echo(f"prepare: {out} is complete ({META} present); nothing to do")
+        return
+    run_prepare(cfg.prepare, manifest, reference, out, overwrite or state == "partial", typer.echo)
 
 
 @app.command()

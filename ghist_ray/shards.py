@@ -43,6 +43,17 @@ SCHEMA = pa.schema(
 )
 
 
+def shards_state(out: str) -> str:
+    """``complete`` (the metadata, written last, is there), ``partial`` (only the
+    ``split=…`` folders of an interrupted attempt) or ``other`` (empty, absent or
+    something else, which ``prepare`` itself accepts or refuses)."""
+    fs, path = uri.filesystem(out)
+    if fs.exists(f"{path}/{META}"):
+        return "complete"
+    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path)] if fs.isdir(path) else []
+    return "partial" if names and all(n.startswith("split=") for n in names) else "other"
+
+
 @dataclass(frozen=True)
 class ShardMeta:
     """What every row of a shard set shares."""

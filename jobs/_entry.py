@@ -10,17 +10,6 @@ may be a URI (``s3://bucket/run.yaml``): the stage's loader reads it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-
-
-def option(argv: Sequence[str], name: str) -> str | None:
-    """The value of ``name`` in ``argv`` (``--out X`` or ``--out=X``), else None."""
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(f"{name}="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def run(stage: str, *extra: str) -> None:

@@ -215,6 +215,18 @@ def test_prepare_job_keeps_complete_shards(tmp_path: Path) -> None:
     assert "nothing to do" in done.stdout
 
 
+def test_shards_state_tells_complete_from_an_interrupted_attempt(tmp_path: Path) -> None:
+    from ghist_ray.shards import shards_state
+
+    assert shards_state(str(tmp_path / "absent")) == "other"
+    (tmp_path / "split=train").mkdir()
+    assert shards_state(str(tmp_path)) == "partial"  # replaced by --resume
+    (tmp_path / "notes.txt").write_text("mine")
+    assert shards_state(str(tmp_path)) == "other"  # prepare refuses a foreign folder
+    (tmp_path / "_dataset.json").write_text("{}")
+    assert shards_state(str(tmp_path)) == "complete"
+
+
 def test_job_reads_its_config_from_s3(s3_env: Callable[[str], dict]) -> None:
     import fsspec
 
