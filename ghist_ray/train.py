@@ -296,6 +296,22 @@ def train_loop(loop: dict) -> None:
             break
 
 
+def _check_room(config: TrainConfig) -> None:
+    """On a fixed (local) Ray, refuse workers that take every CPU: Ray Data reads the
+    shards on the CPUs left over and would otherwise wait forever. An autoscaling
+    cluster (``RAY_ADDRESS``) may add nodes, so it is not checked."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    taken = config.num_workers * config.cpus_per_worker
+    if cpus - taken < 0.5:
+        raise GhistError(
+            f"train: {config.num_workers} workers × {config.cpus_per_worker} CPU leave "
+            f"{max(cpus - taken, 0):g} of this Ray's {cpus:g} CPUs for reading the shards; "
+            "lower train.cpus_per_worker (e.g. 0.5) or train.num_workers"
+        )
+
+
 def run_train(
     config: TrainConfig,
     shards: str,
@@ -307,6 +323,8 @@ def run_train(
     """Train (or resume ``config.name`` under ``out``), evaluate the best (into
     ``eval_dir`` if given, and MLflow), register it."""
     meta = check_shards(shards, config)
+    ensure_ray()
+    _check_room(config)  # before the MLflow run: nothing logged for a run that cannot start
     reference = load_reference(config.reference, meta.genes)
     mean, std = input_stats(shards)
     model_config = ModelConfig(
@@ -341,7 +359,6 @@ def run_train(
         tracking_uri, run_id, model_config.model_dump_json(indent=2), "config/model.json"
     )
 
-    ensure_ray()
     datasets = {
         split: ray.data.read_parquet(f"{shards.rstrip('/')}/split={split}")
         for split in ("train", "val")

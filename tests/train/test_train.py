@@ -18,7 +18,7 @@ from ghist_ray.config import TrainConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.model import load_model, read_model_card
 from ghist_ray.shards import META
-from ghist_ray.train import check_shards
+from ghist_ray.train import check_shards, run_train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,3 +148,13 @@ def test_gene_panel_mismatch_fails_before_any_worker(small_shards: Path) -> None
 def test_not_a_shard_folder(tmp_path: Path) -> None:
     with pytest.raises(GhistError, match="not a shard folder"):
         check_shards(str(tmp_path), TrainConfig())
+
+
+def test_workers_that_take_every_cpu_are_refused_before_the_run(
+    small_shards: Path, ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    config = TrainConfig(num_workers=4, cpus_per_worker=1.0)  # the session's Ray has 4 CPUs
+    with pytest.raises(GhistError, match=r"leave 0 of this Ray's 4 CPUs.*cpus_per_worker"):
+        run_train(config, str(small_shards), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # no MLflow run, no checkpoints
