@@ -4,7 +4,8 @@ Run: python bench/run_all.py [--quick] [--only NAME ...] [--no-readme]
 
 Writes ``bench/results/<machine>.json`` (every benchmark's own JSON, plus the
 machine) and ``bench/results/<machine>.md`` (the headline figures, each beside
-the baseline measured in the same run), and puts that table into README.md
+the baseline measured in the same run, then the arithmetic of a projection to a
+TCGA-BRCA-sized cohort: see ``projection``), and puts that table into README.md
 between the ``bench:start``/``bench:end`` markers. ``<machine>`` names the CPU
 count and the GPU, if any (``2cpu``, ``16cpu-h200``), so figures from different
 machines sit side by side.
@@ -130,6 +131,158 @@ def infer_throughput(r: dict) -> list[Row]:
     return rows
 
 
+def s3_read(r: dict) -> list[Row]:
+    local = r["local_tiles_per_s"]
+    where = f"{r['tiles']} tiles, {r['slide_px'][0]}×{r['slide_px'][1]} px slide"
+    local_read_s = r["tiles"] / local
+    return [
+        (f"tile reads, local disk ({where}, open included)", f"{_fmt(local)} tiles/s", "", ""),
+        (
+            "tile reads, staged from S3 (moto on loopback), staging included",
+            f"{_fmt(r['s3_tiles_per_s'])} tiles/s",
+            f"local disk {_fmt(local)}",
+            _ratio(r["s3_tiles_per_s"], local),
+        ),
+        (
+            "tile reads from the staged copy (staging excluded)",
+            f"{_fmt(r['s3_read_only_tiles_per_s'])} tiles/s",
+            f"local disk {_fmt(local)}",
+            _ratio(r["s3_read_only_tiles_per_s"], local),
+        ),
+        (
+            f"S3 staging of the {r['slide_mb']} MB slide (loopback: a ceiling, no network)",
+            f"{r['s3_stage_s']:.2f} s, {_fmt(r['s3_stage_mb_per_s'])} MB/s",
+            f"reading its tiles locally {local_read_s:.2f} s",
+            _ratio(r["s3_stage_s"], local_read_s),
+        ),
+    ]
+
+
+def scaling(r: dict) -> list[Row]:
+    best, cores = r["best"], r["cores"]
+    if r.get("gpus"):
+        bound = f"{r['gpus']} GPU(s), {cores} cores"
+    else:
+        bound = f"{cores} cores, compute-bound CPU run: ≈1× is expected, and true"
+
+    def figure(key: str) -> str:
+        run = best[key]
+        return f"{_fmt(run['tiles_per_s'])} tiles/s" if run["tiles_per_s"] else run["skipped"]
+
+    def ratio(key: str, base: str) -> str:
+        one, two = best[base]["tiles_per_s"], best[key]["tiles_per_s"]
+        return _ratio(two, one) if one and two else "n/a"
+
+    return [
+        ("inference scaling, 1 model actor (local Ray)", figure("actors=1"), "", ""),
+        (
+            f"inference scaling, 2 model actors ({bound})",
+            figure("actors=2"),
+            "1 model actor",
+            ratio("actors=2", "actors=1"),
+        ),
+        (
+            "inference scaling, 1 simulated node (`ray.cluster_utils.Cluster`)",
+            figure("nodes=1"),
+            "",
+            "",
+        ),
+        (
+            f"inference scaling, 2 simulated nodes (sharing the same {bound})",
+            figure("nodes=2"),
+            "1 simulated node",
+            ratio("nodes=2", "nodes=1"),
+        ),
+    ]
+
+
+# Stated assumptions of the cohort projection (see ``projection``).
+COHORT_SLIDES = 1_100  # TCGA-BRCA diagnostic slides, about
+TISSUE_MM2 = 150.0  # tissue on a typical BRCA diagnostic (DX) slide
+PATCH_PX, MPP, OVERLAP_PX = 256, 0.25, 48  # 40× scan; overlap = ceil(12 µm nucleus / 0.25)
+NODE = "AWS c7i.8xlarge"
+NODE_VCPUS, NODE_PRICE_H, NODES = 32, 1.428, 8  # on-demand us-east-1 $/node-hour
+
+
+def projection(results: dict[str, dict], where: dict, quick: bool = False) -> list[str]:
+    """Hours and cost of a TCGA-BRCA-sized cohort, from this sweep's measured tiles/s.
+
+    Tiles per slide: a 40× diagnostic slide at 0.25 µm/px with ``TISSUE_MM2`` of
+    tissue, cut into 256 px tiles that overlap by 48 px (stride 208 px = 52 µm),
+    so (1000 / 52)² ≈ 370 tiles per mm². Throughput: the Ray pipeline's tiles/s
+    measured end to end by ``infer_throughput`` in this run (``scaling``'s one
+    actor figure if that did not run), and the model-alone figure as the bound,
+    each divided by this machine's CPU count to a per-vCPU figure and scaled
+    linearly to ``NODES`` × ``NODE`` (``NODE_VCPUS`` vCPUs each): a CPU
+    projection, since no GPU is measured on a CPU machine. Linear scaling in
+    vCPUs and nodes is an assumption beyond the 2 actors / 2 nodes measured here.
+    On a machine with a GPU the measured figures are that machine's and the
+    cluster is ``NODES`` nodes like it (no price assumed). Staging from S3 is
+    left out: it overlaps with compute and is small beside it (``s3_read``).
+    The end-to-end figure includes each run's start-up (actors, model loading),
+    which a cohort amortises, so it is pessimistic, most of all under --quick.
+    """
+    rates: list[tuple[str, float]] = []
+    if "infer_throughput" in results:
+        t = results["infer_throughput"]["throughput"]
+        rates.append(("Ray pipeline end to end, `infer_throughput`", t["pipeline_tiles_per_s"]))
+        rates.append(("model alone, the compute bound", t["model_alone_tiles_per_s"]))
+    elif "scaling" in results:
+        rates.append(
+            ("1 model actor, `scaling`", results["scaling"]["best"]["actors=1"]["tiles_per_s"])
+        )
+    rates = [(source, rate) for source, rate in rates if rate]
+    if not rates:
+        return []
+    stride_um = (PATCH_PX - OVERLAP_PX) * MPP
+    per_slide = TISSUE_MM2 * (1000 / stride_um) ** 2
+    tiles = COHORT_SLIDES * per_slide
+    cpus = where["cpus"]
+    if where["gpu"]:
+        kind, cluster, price = (
+            f"GPU ({where['gpu']}) projection",
+            f"{NODES} × nodes like this one",
+            None,
+        )
+    else:
+        kind = "CPU projection (no GPU measured)"
+        cluster = f"{NODES} × {NODE} ({NODE_VCPUS} vCPUs, ${NODE_PRICE_H}/h on demand, assumed)"
+        price = NODE_PRICE_H
+    lines = [
+        "",
+        f"**Projection: a TCGA-BRCA-sized cohort on {cluster}** — {kind}, small preset:",
+        "",
+        f"- tiles per slide: {TISSUE_MM2:.0f} mm² of tissue (assumed) at {MPP} µm/px, "
+        f"{PATCH_PX} px tiles overlapping {OVERLAP_PX} px (stride {stride_um:.0f} µm): "
+        f"{TISSUE_MM2:.0f} × (1000 / {stride_um:.0f})² = {per_slide:,.0f}",
+        f"- cohort: {COHORT_SLIDES:,} slides × {per_slide:,.0f} = {tiles / 1e6:.1f} M tiles",
+    ]
+    for source, rate in rates:
+        if where["gpu"]:
+            node_rate = rate
+            node = f"{_fmt(rate)} tiles/s measured here, one node like this"
+        else:
+            node_rate = rate / cpus * NODE_VCPUS
+            node = (
+                f"{_fmt(rate)} tiles/s on {cpus} CPUs = {rate / cpus:.3f} per vCPU × "
+                f"{NODE_VCPUS} vCPUs = {_fmt(node_rate)} tiles/s per node"
+            )
+        hours = tiles / (node_rate * NODES) / 3600
+        cost = (
+            f"; × {NODES} nodes × ${price}/h = **${hours * NODES * price:,.0f}**" if price else ""
+        )
+        lines.append(
+            f"- {source}: {node}; {tiles / 1e6:.1f} M / ({NODES} × {_fmt(node_rate)}) / 3600 "
+            f"= **{hours:,.1f} h**{cost}"
+        )
+    if quick:
+        lines.append(
+            "- (--quick: the measured figures come from a few dozen tiles, start-up included; "
+            "quote the full run)"
+        )
+    return lines
+
+
 # name → (arguments, arguments with --quick, headline rows)
 BENCHMARKS: dict[str, tuple[list[str], list[str], Callable[[dict], list[Row]]]] = {
     "model_forward": ([], ["--quick"], model_forward),
@@ -141,6 +294,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], Callable[[dict], list[Row]]]] 
         train_throughput,
     ),
     "infer_throughput": ([], ["--quick"], infer_throughput),
+    "s3_read": ([], ["--side-um", "1024", "--repeats", "2"], s3_read),
+    "scaling": ([], ["--quick"], scaling),
 }
 
 
@@ -163,6 +318,7 @@ def markdown(where: dict, results: dict[str, dict], quick: bool) -> str:
     for name, result in results.items():
         for row in BENCHMARKS[name][2](result):
             lines.append("| " + " | ".join(row) + " |")
+    lines += projection(results, where, quick)
     return "\n".join(lines)
 
 
