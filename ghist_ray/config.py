@@ -96,7 +96,7 @@ class TrainConfig(StageConfig):
         0, ge=0, description="CPU threads per worker; 0 = the node's cores shared by its workers"
     )
     time_budget_min: float | None = Field(
-        None, gt=0, description="stop after the epoch that crosses this many minutes"
+        None, gt=0, description="stop before an epoch that would not end within this many minutes"
     )
     reference: str | None = Field(None, description="types × genes CSV for the expression head")
     gene_panel: list[str] | None = Field(None, description="if set, must equal the shards' panel")

@@ -158,3 +158,12 @@ def test_workers_that_take_every_cpu_are_refused_before_the_run(
     with pytest.raises(GhistError, match=r"leave 0 of this Ray's 4 CPUs.*cpus_per_worker"):
         run_train(config, str(small_shards), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()  # no MLflow run, no checkpoints
+
+
+def test_time_budget_stops_before_an_epoch_that_would_overrun() -> None:
+    from ghist_ray.train import _out_of_time
+
+    now = time.perf_counter()
+    assert not _out_of_time(now - 60, 60, None)  # no budget
+    assert not _out_of_time(now - 60, 60, budget_min=3)  # 1 min spent + 1 min epoch < 3 min
+    assert _out_of_time(now - 150, 60, budget_min=3)  # 2.5 min + 1 min > 3 min
