@@ -111,7 +111,9 @@ def throughput(manifest: Path, model: Path, work: Path) -> dict:
     predict_patch(net, images[: CONFIG.model_batch])  # warm-up
     start = time.perf_counter()
     for first in range(0, len(images), CONFIG.model_batch):
-        predict_patch(net, images[first : first + CONFIG.model_batch], tiling.min_nucleus_px)
+        predict_patch(
+            net, images[first : first + CONFIG.model_batch], min_area_px=tiling.min_nucleus_px
+        )
     alone = len(images) / (time.perf_counter() - start)
     ray.shutdown()
     return {

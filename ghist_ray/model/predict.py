@@ -52,6 +52,7 @@ def predict_patch(
     model: GhistNet,
     images: np.ndarray | Tensor,
     nuclei_masks: np.ndarray | Tensor | None = None,
+    *,
     min_area_px: int = 16,
 ) -> CellPredictions:
     """Predict every nucleus of a batch of patches; puts `model` in eval mode.
