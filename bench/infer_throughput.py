@@ -207,7 +207,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ghist_ray-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     model = model_dir(args.model, work)
-    big = cohort(work, 2 if args.quick else 3, 256.0 if args.quick else 512.0)
+    big = cohort(work, 2 if args.quick else 4, 256.0 if args.quick else 1024.0)
     small = cohort(work, 4, 128.0)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
