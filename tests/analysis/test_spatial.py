@@ -37,6 +37,8 @@ def test_planted_colocalisation_detected(
     nhood = spatial.tables["nhood"]
     pair = nhood[(nhood["type_a"] == "Malignant") & (nhood["type_b"] == "T")].set_index("slide_id")
     planted, absent = pair.loc[colocalisation.planted], pair.loc[colocalisation.absent]
+    for name, part in (("planted", planted), ("shuffled", absent)):
+        print(f"Malignant–T {name}: z {part['zscore'].round(2).tolist()}, p {part['p'].tolist()}")
     assert (planted["zscore"] > 3).all() and (planted["p"] < CONFIG.alpha).all(), planted
     assert (absent["p"] >= CONFIG.alpha).all(), absent
     fixed = nhood[(nhood["type_a"] == "Malignant") & (nhood["type_b"] == "Malignant")]
