@@ -7,6 +7,8 @@ same ownership rule, so the cells must be the same) and the "naive loop" of
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import pyarrow as pa
 
@@ -26,15 +28,21 @@ def naive_slide_cells(
     model: GhistNet,
     tiling: Tiling,
     batch_size: int = 16,
+    skip: Collection[int] = (),
 ) -> pa.Table:
-    """Open the slide, read its tissue tiles in order, run the model on each batch,
-    keep the owned cells on tissue, merge overlaps; the cells table sorted by ``cell_id``."""
+    """Open the slide, read its tissue tiles in order (leaving out the tile indices
+    in ``skip``: what a run that lost those tiles must give), run the model on each
+    batch, keep the owned cells on tissue, merge overlaps; the cells table sorted
+    by ``cell_id``."""
     meta = CellsMeta(model.config.type_names, model.config.gene_names)
     tables = [meta.staging_schema().empty_table()]
     with tiling.open(source) as slide:
         grid, tissue = tiling.grid(slide)
         rows = tile_rows(source, slide, grid)
-        for start in range(0, len(grid), batch_size):
+        if skip:
+            keep = ~np.isin(rows["tile_index"], list(skip))
+            rows = {k: v[keep] for k, v in rows.items()}
+        for start in range(0, len(rows["tile_index"]), batch_size):
             tiles = {k: v[start : start + batch_size] for k, v in rows.items()}
             images = np.stack(
                 [

@@ -24,23 +24,16 @@ import fsspec
 import numpy as np
 import pandas as pd
 import psutil
-import pyarrow as pa
 import pytest
 import tifffile
 from PIL import Image
 
 from ghist_ray.export import read_cohort
 from ghist_ray.infer import run_infer
-from ghist_ray.inference.plan import SlideSource, Tiling, tile_rows
-from ghist_ray.inference.postprocess import (
-    CellsMeta,
-    merge_overlaps,
-    on_tissue,
-    owned_cells,
-    per_cell,
-)
+from ghist_ray.inference.naive import naive_slide_cells
+from ghist_ray.inference.plan import SlideSource, Tiling
 from ghist_ray.inference.state import RunLayout
-from ghist_ray.model import load_model, predict_patch
+from ghist_ray.model import load_model
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort, ReferenceRun
 from tests.infer.test_faults import REPO, _driver, assert_same_cells
 from tests.slides.tiffs import write_tiff
@@ -91,28 +84,9 @@ def corrupt_kinds(infer_cohort: InferCohort, tmp_path_factory: pytest.TempPathFa
 def _cells_without(
     source: SlideSource, model_dir: Path, tiling: Tiling, skip: set[int]
 ) -> pd.DataFrame:
-    """A single-process run of the slide (as ``naive_slide_cells``) without the
-    tiles in ``skip``: what the pipeline must give once those tiles are lost."""
-    model = load_model(model_dir)
-    meta = CellsMeta(model.config.type_names, model.config.gene_names)
-    tables = [meta.staging_schema().empty_table()]
-    with tiling.open(source) as slide:
-        grid, tissue = tiling.grid(slide)
-        rows = tile_rows(source, slide, grid)
-        keep = ~np.isin(rows["tile_index"], list(skip))
-        rows = {k: v[keep] for k, v in rows.items()}
-        for start in range(0, int(keep.sum()), 8):
-            tiles = {k: v[start : start + 8] for k, v in rows.items()}
-            images = np.stack(
-                [
-                    tiling.read(slide, x, y, grid.size_l0)
-                    for x, y in zip(tiles["x0"], tiles["y0"], strict=True)
-                ]
-            )
-            preds = predict_patch(model, images, min_area_px=tiling.min_nucleus_px)
-            tables.append(owned_cells(per_cell(tiles, preds), meta))
-    cells = pa.concat_tables(tables).drop_columns(["cut"]).sort_by("cell_id")
-    cells = merge_overlaps(on_tissue(cells, tissue, slide.mpp)[0])[0]
+    """A single-process run of the slide without the tiles in ``skip``: what the
+    pipeline must give once those tiles are lost."""
+    cells = naive_slide_cells(source, load_model(model_dir), tiling, batch_size=8, skip=skip)
     return cells.drop_columns(["slide_id"]).to_pandas()
 
 
