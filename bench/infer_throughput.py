@@ -1,6 +1,7 @@
 """Cohort inference throughput and memory: the Ray pipeline against its bounds.
 
-Run: python bench/infer_throughput.py [--model DIR] [--quick] [--json results.json]
+Run: python bench/infer_throughput.py [--model DIR] [--quick] [--memory-slides N ...]
+                                     [--json results.json]
 
 On the same synthetic slides, in one run:
 
@@ -12,8 +13,11 @@ On the same synthetic slides, in one run:
   compute bound of the other two.
 
 Then peak resident memory of the driver and of the largest Ray worker for a run
-over 10 and over 100 small slides (4 and 20 with ``--quick``), each in a fresh
-process, to show memory does not grow with the number of slides. Without
+over 10, 100 and 1,000 small slides (4 and 20 with ``--quick``; ``--memory-slides``
+sets others), each in a fresh process, to show memory does not grow with the
+number of slides. These runs use a random small-preset model whose card reads at
+1 µm/px, so each 128 µm slide is one tile: the per-slide work (plan, open, tissue,
+read, commit, markers) is what they repeat. Without
 ``--model`` the network is the small preset with random weights (what it
 segments then is arbitrary; pass a trained model for representative cell counts).
 """
@@ -62,14 +66,17 @@ def start_ray() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def model_dir(given: str | None, work: Path) -> Path:
+def model_dir(given: str | None, work: Path, mpp: float = 0.25) -> Path:
     if given:
         return Path(given)
     config = ModelConfig(
-        preset="small", gene_names=[f"G{i}" for i in range(280)], type_names=list(TYPE_NAMES)
+        preset="small",
+        gene_names=[f"G{i}" for i in range(280)],
+        type_names=list(TYPE_NAMES),
+        mpp=mpp,
     )
     torch.manual_seed(0)
-    return save_model(GhistNet(config), work / "random-model")
+    return save_model(GhistNet(config), work / f"random-model-{mpp:g}")
 
 
 def cohort(work: Path, n: int, side_um: float) -> Path:
@@ -148,13 +155,16 @@ def memory_run(manifest: Path, model: Path, out: Path) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    started = time.perf_counter()
     summary = run_infer(CONFIG, str(manifest), str(model), str(out), progress=lambda _: None)
+    seconds = time.perf_counter() - started
     running = False
     sampler.join()
     workers = sorted(peaks.values(), key=lambda p: -p[1])
     return {
         "slides": summary.done,
         "tiles": summary.tiles,
+        "seconds": seconds,
         "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_mb": workers[0][1] / 2**20 if workers else 0.0,
         "largest_worker": workers[0][0] if workers else "",
@@ -182,12 +192,13 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "| slides | tiles | driver peak MB | largest worker peak MB |",
-        "|---|---|---|---|",
+        "| slides | tiles | run s | driver peak MB | largest worker peak MB |",
+        "|---|---|---|---|---|",
     ]
     for m in result["memory"]:
         lines.append(
-            f"| {m['slides']} | {m['tiles']} | {m['driver_peak_mb']:.0f} | "
+            f"| {m['slides']} | {m['tiles']} | {m.get('seconds', float('nan')):.0f} | "
+            f"{m['driver_peak_mb']:.0f} | "
             f"{m['worker_peak_mb']:.0f} ({m['largest_worker']}) |"
         )
     return "\n".join(lines)
@@ -199,6 +210,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer and smaller slides")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--workdir", type=Path, help="keep slides and outputs here")
+    parser.add_argument(
+        "--memory-slides",
+        nargs="+",
+        type=int,
+        help="cohort sizes of the memory runs (default 10 100 1000; 4 20 with --quick)",
+    )
     parser.add_argument("--memory-run", nargs=3, metavar=("MANIFEST", "MODEL", "OUT"))
     args = parser.parse_args()
     if args.memory_run:  # a child process of the memory comparison
@@ -215,7 +232,10 @@ def main() -> None:
         "throughput": throughput(big, model, work),
         "memory": [],
     }
-    for n in (4, 20) if args.quick else (10, 100):
+    # Memory is about how many slides a run holds, not how many tiles: a model card at
+    # 1 µm/px makes each 128 µm slide a single 256 px tile, so 1,000 slides fit an hour.
+    one_tile = model_dir(None, work, mpp=1.0)
+    for n in args.memory_slides or ((4, 20) if args.quick else (10, 100, 1000)):
         manifest = repeated(small, n, work / f"memory-{n}.parquet")
         child = subprocess.run(
             [
@@ -223,7 +243,7 @@ def main() -> None:
                 __file__,
                 "--memory-run",
                 str(manifest),
-                str(model),
+                str(one_tile),
                 str(work / f"memory-out-{n}"),
             ],
             capture_output=True,

@@ -3,7 +3,8 @@
 Run: python bench/run_all.py [--quick] [--only NAME ...] [--no-readme]
 
 Writes ``bench/results/<machine>.json`` (every benchmark's own JSON, plus the
-machine) and ``bench/results/<machine>.md`` (the headline figures, each beside
+machine; with ``--only``, the named benchmarks replace their entries and the
+others stay) and ``bench/results/<machine>.md`` (the headline figures, each beside
 the baseline measured in the same run, then the arithmetic of a projection to a
 TCGA-BRCA-sized cohort: see ``projection``), and puts that table into README.md
 between the ``bench:start``/``bench:end`` markers. ``<machine>`` names the CPU
@@ -350,9 +351,12 @@ def main() -> None:
                 raise SystemExit(f"run_all: {name} failed:\n{done.stderr[-3000:]}")
             results[name] = json.loads(target.read_text())
             print(f"run_all: {name} done in {time.perf_counter() - started:.0f} s", flush=True)
-    table = markdown(where, results, args.quick)
     out = BENCH / "results" / f"{where['slug']}{'-quick' if args.quick else ''}"
     out.parent.mkdir(exist_ok=True)
+    if args.only and out.with_suffix(".json").exists():  # re-measured ones replace their entry
+        results = {**json.loads(out.with_suffix(".json").read_text())["results"], **results}
+        results = {name: results[name] for name in BENCHMARKS if name in results}
+    table = markdown(where, results, args.quick)
     out.with_suffix(".json").write_text(
         json.dumps({"machine": where, "quick": args.quick, "results": results}, indent=2) + "\n"
     )
