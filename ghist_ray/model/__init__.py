@@ -15,8 +15,8 @@ from ghist_ray.model.checkpoint import (
     save_model,
 )
 from ghist_ray.model.config import LossWeights, ModelConfig
-from ghist_ray.model.instances import cells_from_instances, instances_from_maps
-from ghist_ray.model.losses import compute_losses
+from ghist_ray.model.instances import cells_from_instances, instances_from_maps, min_nucleus_px
+from ghist_ray.model.losses import balanced_type_weights, compute_losses
 from ghist_ray.model.network import CellOutputs, GhistNet, GhistOutputs, PixelOutputs
 from ghist_ray.model.predict import CellPredictions, predict_patch
 from ghist_ray.model.targets import PixelTargets, pixel_targets
@@ -32,10 +32,12 @@ __all__ = [
     "PatchBatch",
     "PixelOutputs",
     "PixelTargets",
+    "balanced_type_weights",
     "cells_from_instances",
     "compute_losses",
     "instances_from_maps",
     "load_model",
+    "min_nucleus_px",
     "model_card",
     "pixel_targets",
     "predict_patch",

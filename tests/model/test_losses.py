@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ghist_ray.model import GhistNet, compute_losses, pixel_targets
+from ghist_ray.model import GhistNet, balanced_type_weights, compute_losses, pixel_targets
 from ghist_ray.model.targets import UNKNOWN
 
 # Parameters each term must reach (prefix of the parameter name).
@@ -101,3 +101,38 @@ def test_pixel_targets():
     assert dist[3, 3] == 1.0 and dist[3, 8] == 1.0  # each nucleus peaks at 1
     assert dist[3, 5] == 0 and dist[3, 6] == 0  # the shared border is edge on both sides
     assert dist[0, 0] == 0
+
+
+def test_balanced_type_weights_even_out_the_types():
+    counts = torch.tensor([800.0, 150.0, 50.0])
+    plain, half, full = (balanced_type_weights(counts, p) for p in (0.0, 0.5, 1.0))
+    torch.testing.assert_close(plain, torch.ones(3))
+    for weights in (half, full):  # the loss keeps its scale: mean weight over cells is 1
+        torch.testing.assert_close((weights * counts).sum() / counts.sum(), torch.tensor(1.0))
+    assert half[2] > half[1] > half[0]
+    total = full * counts  # power 1: every type carries the same total weight
+    torch.testing.assert_close(total, total.mean().expand(3))
+    unseen = balanced_type_weights(torch.tensor([10.0, 0.0, 90.0]), 0.5)
+    assert unseen[1] == unseen.max()
+    with pytest.raises(ValueError, match="no cell"):
+        balanced_type_weights(torch.zeros(3), 0.5)
+
+
+def test_type_weights_scale_each_cells_type_loss(config, synthetic_batch):
+    torch.manual_seed(0)
+    cfg = config()
+    net = GhistNet(cfg)
+    batch = synthetic_batch(n_patches=2)
+    out = net(batch.images, batch.instances, batch.cell_patch, batch.cell_instance, batch.cell_expr)
+    plain = compute_losses(out, batch, cfg.loss_weights)
+    weights = torch.tensor([1.0, 3.0, 0.0])[: cfg.n_types]
+    weighted = compute_losses(out, batch, cfg.loss_weights, weights)
+    per_cell = torch.nn.functional.cross_entropy(
+        out.cells.type_logits, batch.cell_type.clamp_min(0), reduction="none"
+    )
+    known = batch.cell_type >= 0
+    expected = (per_cell * weights[batch.cell_type.clamp_min(0)] * known).sum() / known.sum()
+    torch.testing.assert_close(weighted["cell_type"], expected)
+    assert not torch.allclose(weighted["cell_type"], plain["cell_type"])
+    for term in ("expression", "seg_foreground", "neighbourhood"):  # only the type CE moves
+        torch.testing.assert_close(weighted[term], plain[term])
