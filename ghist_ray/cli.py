@@ -164,6 +164,29 @@ def evaluate(
 
 @app.command()
 @user_errors
+def calibrate(
+    model: Annotated[Path, typer.Option(help="model directory (its card is updated)")],
+    shards: Annotated[str, typer.Option(help="shard folder made by prepare")],
+    split: Annotated[str, typer.Option(help="split to fit on; keep held-out tiles out")] = "train",
+    tiles: Annotated[int, typer.Option(help="tiles spread over the split")] = 64,
+) -> None:
+    """Fit the nucleus post-processing thresholds of a model (train does it after a fit)."""
+    from ghist_ray.calibrate import calibrate_nuclei, with_thresholds
+    from ghist_ray.model import load_model, save_model
+
+    net = load_model(model, map_location="cpu")
+    found = calibrate_nuclei(net, shards, split, tiles)
+    save_model(with_thresholds(net, found), model)
+    typer.echo(found.grid.to_string(index=False))
+    typer.echo(
+        f"calibrate: foreground {found.fg_threshold:g}, seed {found.core_threshold:g}: "
+        f"detection F1 {found.default_f1:.3f} -> {found.f1:.3f} on {found.tiles} {split} "
+        f"tiles; written to {model}"
+    )
+
+
+@app.command()
+@user_errors
 def infer(
     manifest: Annotated[str, typer.Option(help="cohort manifest (Parquet/CSV, local or s3://)")],
     model: Annotated[str, typer.Option(help="model directory or models:/<name>/<version>")],

@@ -88,6 +88,12 @@ class TrainConfig(StageConfig):
     max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
     keep_checkpoints: int = Field(2, ge=1, description="best-k kept by validation score")
     stain_jitter: float = Field(0.05, ge=0.0, le=0.5)
+    type_balance: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="cell-type loss weight ∝ type frequency^-this (0 = plain CE, 1 = inverse)",
+    )
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap, for quick runs")
     max_val_batches: int | None = Field(
         None, ge=1, description="cap on validation batches per epoch (quick runs)"
@@ -97,6 +103,9 @@ class TrainConfig(StageConfig):
     )
     time_budget_min: float | None = Field(
         None, gt=0, description="stop before an epoch that would not end within this many minutes"
+    )
+    calibrate_tiles: int = Field(
+        64, ge=0, description="training tiles to fit the nucleus thresholds on; 0 = defaults"
     )
     reference: str | None = Field(None, description="types × genes CSV for the expression head")
     gene_panel: list[str] | None = Field(None, description="if set, must equal the shards' panel")

@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
 import torch
 
-from ghist_ray import metrics, plots, uri
+from ghist_ray import metrics, plots
 from ghist_ray.errors import GhistError
-from ghist_ray.model import GhistNet, instances_from_maps, load_model
+from ghist_ray.model import GhistNet, instances_from_maps, load_model, min_nucleus_px
 from ghist_ray.model.checkpoint import _first_difference as first_difference
 from ghist_ray.model.config import ModelConfig
-from ghist_ray.shards import ShardMeta, rows_to_batch
+from ghist_ray.shards import ShardMeta, iter_rows, rows_to_batch, split_dataset
 
 COLUMNS = [
     "slide_id",
@@ -157,36 +155,6 @@ def check_compatible(config: ModelConfig, meta: ShardMeta, model_name: str, shar
         )
 
 
-def _split_dataset(shards_root: str, split: str) -> pads.Dataset:
-    fs, path = uri.filesystem(shards_root)
-    where = f"{path.rstrip('/')}/split={split}"
-    if not fs.isdir(where):
-        raise GhistError(f"{shards_root}: no split={split} shards")
-    return pads.dataset(where, filesystem=fs, format="parquet")
-
-
-def _numpy_rows(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
-    """A record batch as Ray's numpy batch format: list cells become per-row arrays."""
-    rows: dict[str, np.ndarray] = {}
-    for name in batch.schema.names:
-        column = batch.column(name)
-        if pa.types.is_list(column.type):
-            flat = column.flatten().to_numpy(zero_copy_only=False)
-            lengths = column.value_lengths().fill_null(0).to_numpy()
-            parts = np.split(flat, np.cumsum(lengths)[:-1])
-            rows[name] = np.empty(len(parts), object)
-            rows[name][:] = parts
-        else:
-            rows[name] = column.to_numpy(zero_copy_only=False)
-    return rows
-
-
-def _batches(dataset: pads.Dataset, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    for batch in dataset.to_batches(columns=COLUMNS, batch_size=batch_size):
-        if batch.num_rows:
-            yield _numpy_rows(batch)
-
-
 def _slide_mpp(meta: ShardMeta) -> dict[str, float]:
     """Level-0 µm/px per slide as prepare recorded it (empty if it did not)."""
     return {
@@ -226,7 +194,13 @@ def _evaluate_rows(
             expr = np.zeros((0, config.n_genes), np.float32)
             type_pred = np.zeros(0, np.int64)
             nbhd = np.zeros((0, config.n_types), np.float32)
-    found = instances_from_maps(foreground, distance, min_area_px=min_area_px)
+    found = instances_from_maps(
+        foreground,
+        distance,
+        config.nuclei_fg_threshold,
+        config.nuclei_core_threshold,
+        min_area_px=min_area_px,
+    )
     counts = metrics.detection_f1(found, batch.instances.numpy())
 
     patch = batch.cell_patch.numpy()
@@ -411,14 +385,15 @@ def evaluate_model(
     out_dir: Path | None = None,
     *,
     bin_um: float = 50.0,
-    min_area_px: int = 16,
+    min_nucleus_um2: float = 4.0,
 ) -> EvalReport:
     """Score `model` on every tile of one split of the shards at `shards_root`.
 
     Cells listed in more than one tile (overlapping tiles) are scored once, from the
     first tile read. With `out_dir`, the report and its pictures are written there.
-    `bin_um` is the side of the square bins of the gene maps (SSIM); `min_area_px`
-    the smallest predicted nucleus kept for detection.
+    `bin_um` is the side of the square bins of the gene maps (SSIM); predicted nuclei
+    under `min_nucleus_um2` are dropped before detection is scored, as inference drops
+    them (`InferConfig.min_nucleus_um2`).
 
     Example:
         >>> report = evaluate_model(model, "shards", "val", out_dir=Path("eval"))  # doctest: +SKIP
@@ -426,14 +401,15 @@ def evaluate_model(
     """
     meta = ShardMeta.read(shards_root)
     check_compatible(model.config, meta, "model", shards_root)
-    dataset = _split_dataset(shards_root, split)
+    dataset = split_dataset(shards_root, split)
     slide_mpp = _slide_mpp(meta)
     was_training = model.training
     model.eval()
+    min_area_px = min_nucleus_px(min_nucleus_um2, model.config.mpp)
     parts: list[dict[str, np.ndarray]] = []
     tp = fp = fn = n_tiles = 0
     try:
-        for rows in _batches(dataset, batch_size):
+        for rows in iter_rows(dataset, COLUMNS, batch_size):
             cells, (a, b, c) = _evaluate_rows(model, rows, meta, slide_mpp, min_area_px)
             parts.append(cells)
             tp, fp, fn, n_tiles = tp + a, fp + b, fn + c, n_tiles + len(rows["slide_id"])

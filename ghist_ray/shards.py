@@ -11,12 +11,14 @@ panel, type names, resolution and counts are in ``dataset.json`` beside it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import imagecodecs
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import torch
 
 from ghist_ray import uri
@@ -130,3 +132,40 @@ def rows_to_batch(rows: dict[str, np.ndarray], n_types: int, n_genes: int) -> Pa
         cell_nbhd=torch.from_numpy(cat("cell_nbhd", np.float32, n_types)),
         cell_expr=torch.from_numpy(cat("cell_expr", np.float32, n_genes)),
     )
+
+
+def split_dataset(root: str, split: str) -> pads.Dataset:
+    """The ``split=<split>`` shards of ``root`` (local or s3://) as a pyarrow dataset."""
+    fs, path = uri.filesystem(root)
+    where = f"{path.rstrip('/')}/split={split}"
+    if not fs.isdir(where):
+        raise GhistError(f"{root}: no split={split} shards")
+    return pads.dataset(where, filesystem=fs, format="parquet")
+
+
+def numpy_rows(batch: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
+    """Rows as Ray's numpy batch format (what ``rows_to_batch`` takes): list cells
+    become per-row arrays."""
+    rows: dict[str, np.ndarray] = {}
+    for name in batch.schema.names:
+        column = batch.column(name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if pa.types.is_list(column.type):
+            flat = column.flatten().to_numpy(zero_copy_only=False)
+            lengths = column.value_lengths().fill_null(0).to_numpy()
+            parts = np.split(flat, np.cumsum(lengths)[:-1])
+            rows[name] = np.empty(len(parts), object)
+            rows[name][:] = parts
+        else:
+            rows[name] = column.to_numpy(zero_copy_only=False)
+    return rows
+
+
+def iter_rows(
+    dataset: pads.Dataset, columns: list[str], batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """The dataset's rows, ``batch_size`` at a time, without Ray."""
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_size):
+        if batch.num_rows:
+            yield numpy_rows(batch)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray
 import ray.train
@@ -36,9 +37,17 @@ from ray.train.torch import TorchTrainer
 
 from ghist_ray import tracking, uri
 from ghist_ray.augment import augment
+from ghist_ray.calibrate import calibrate_nuclei, with_thresholds
 from ghist_ray.config import TrainConfig, dump_config
 from ghist_ray.errors import GhistError
-from ghist_ray.model import GhistNet, ModelConfig, compute_losses, load_model, save_model
+from ghist_ray.model import (
+    GhistNet,
+    ModelConfig,
+    balanced_type_weights,
+    compute_losses,
+    load_model,
+    save_model,
+)
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.shards import SCHEMA, ShardMeta, decode_image, rows_to_batch
 
@@ -90,6 +99,16 @@ def input_stats(shards: str, max_tiles: int = 64) -> tuple[list[float], list[flo
         [decode_image(p.as_py()).reshape(-1, 3) for p in table["image_png"]]
     ).astype(np.float64)
     return pixels.mean(0).round(3).tolist(), pixels.std(0).round(3).tolist()
+
+
+def type_counts(shards: str, n_types: int) -> list[int]:
+    """Cells of each type in the training split (unknown types not counted)."""
+    fs, path = uri.filesystem(shards)
+    column = pads.dataset(f"{path}/split=train", format="parquet", filesystem=fs).to_table(
+        columns=["cell_type"]
+    )["cell_type"]
+    types = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.bincount(types[types >= 0], minlength=n_types).tolist()
 
 
 def load_reference(path: str | None, genes: list[str]) -> torch.Tensor | None:
@@ -233,6 +252,9 @@ def train_loop(loop: dict) -> None:
     weights = (
         model.module.config.loss_weights if hasattr(model, "module") else model.config.loss_weights
     )
+    type_weights = balanced_type_weights(
+        torch.tensor(meta["type_counts"], dtype=torch.float64), cfg.type_balance
+    ).to(device)
 
     began = time.perf_counter()
     longest_epoch_s = 0.0
@@ -252,7 +274,7 @@ def train_loop(loop: dict) -> None:
                     batch.cell_instance,
                     true_expression=batch.cell_expr,
                 )
-                losses = compute_losses(out, batch, weights)
+                losses = compute_losses(out, batch, weights, type_weights)
             optimiser.zero_grad(set_to_none=True)
             losses["total"].backward()
             optimiser.step()
@@ -321,6 +343,39 @@ def _check_room(config: TrainConfig) -> None:
         )
 
 
+def _calibrate(
+    model_dir: Path,
+    shards: str,
+    tiles: int,
+    tracking_uri: str,
+    run_id: str,
+    progress: Callable[[str], None],
+) -> None:
+    """Nucleus thresholds of the chosen model, fitted on training tiles, into its card."""
+    model = load_model(model_dir, map_location="cpu")
+    found = calibrate_nuclei(model, shards, "train", tiles)
+    save_model(with_thresholds(model, found), model_dir)
+    tracking.log_params(
+        tracking_uri,
+        run_id,
+        {"nuclei_fg_threshold": found.fg_threshold, "nuclei_core_threshold": found.core_threshold},
+    )
+    tracking.log_metrics(
+        tracking_uri,
+        run_id,
+        {"calib_nuclei_f1": found.f1, "calib_nuclei_f1_default": found.default_f1},
+        step=0,
+    )
+    tracking.log_text(
+        tracking_uri, run_id, found.grid.to_csv(index=False), "calibration/nuclei_grid.csv"
+    )
+    progress(
+        f"train: nuclei thresholds foreground {found.fg_threshold:g}, seed "
+        f"{found.core_threshold:g}: detection F1 {found.default_f1:.3f} -> {found.f1:.3f} "
+        f"on {found.tiles} training tiles"
+    )
+
+
 def run_train(
     config: TrainConfig,
     shards: str,
@@ -329,8 +384,9 @@ def run_train(
     evaluate: bool = True,
     eval_dir: Path | None = None,
 ) -> TrainResult:
-    """Train (or resume ``config.name`` under ``out``), evaluate the best (into
-    ``eval_dir`` if given, and MLflow), register it."""
+    """Train (or resume ``config.name`` under ``out``), calibrate the best model's nucleus
+    thresholds on training tiles, evaluate it (into ``eval_dir`` if given, and MLflow),
+    register it."""
     meta = check_shards(shards, config)
     ensure_ray()
     _check_room(config)  # before the MLflow run: nothing logged for a run that cannot start
@@ -378,7 +434,11 @@ def run_train(
         train_loop_config={
             "train": config.model_dump(mode="json"),
             "model": model_config.model_dump(mode="json"),
-            "meta": {"genes": meta.genes, "type_names": meta.type_names},
+            "meta": {
+                "genes": meta.genes,
+                "type_names": meta.type_names,
+                "type_counts": type_counts(shards, len(meta.type_names)),
+            },
             "reference": reference,
             "tracking_uri": tracking_uri,
             "run_id": run_id,
@@ -418,6 +478,8 @@ def run_train(
         if model_dir.exists():
             shutil.rmtree(model_dir)
         shutil.copytree(Path(d) / MODEL_DIR, model_dir)
+    if config.calibrate_tiles:
+        _calibrate(model_dir, shards, config.calibrate_tiles, tracking_uri, run_id, progress)
     tracking.log_artifacts(tracking_uri, run_id, model_dir, MODEL_DIR)
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
     if metrics:

@@ -27,7 +27,7 @@ import ray
 from ghist_ray.config import InferConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.inference.state import RunLayout
-from ghist_ray.model import ModelConfig
+from ghist_ray.model import ModelConfig, min_nucleus_px
 from ghist_ray.slides import (
     Slide,
     SlideCache,
@@ -92,7 +92,7 @@ class Tiling:
             min_tissue=config.min_tissue,
             tissue_mpp=config.tissue_mpp,
             stain_normalise=config.stain_normalise,
-            min_nucleus_px=max(1, round(config.min_nucleus_um2 / model.mpp**2)),
+            min_nucleus_px=min_nucleus_px(config.min_nucleus_um2, model.mpp),
             cache_dir=config.cache_dir,
             cache_bytes=int(config.cache_gb * 2**30),
         )

@@ -55,6 +55,11 @@ class ModelConfig(BaseModel):
     input_mean: tuple[float, float, float] = (180.0, 130.0, 185.0)
     input_std: tuple[float, float, float] = (45.0, 55.0, 40.0)
     loss_weights: LossWeights = LossWeights()
+    # Watershed post-processing (`instances_from_maps`): calibrated on training tiles after
+    # a fit (`ghist_ray.calibrate`), since where a partly trained distance map splits
+    # nuclei best moves from model to model.
+    nuclei_fg_threshold: float = Field(0.5, gt=0, lt=1, description="foreground probability")
+    nuclei_core_threshold: float = Field(0.5, gt=0, lt=1, description="distance map seeds")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -57,9 +57,10 @@ def predict_patch(
 ) -> CellPredictions:
     """Predict every nucleus of a batch of patches; puts `model` in eval mode.
 
-    Nuclei come from the segmentation head unless `nuclei_masks` (B, H, W, 0 = background)
-    are given. Runs under `inference_mode`, bf16 autocast on CUDA, channels-last input.
-    A patch without nuclei contributes zero rows.
+    Nuclei come from the segmentation head, split with the thresholds of the model's card,
+    unless `nuclei_masks` (B, H, W, 0 = background) are given. Runs under
+    `inference_mode`, bf16 autocast on CUDA, channels-last input. A patch without nuclei
+    contributes zero rows.
 
     Example:
         >>> preds = predict_patch(model, tiles_uint8_bhw3)  # doctest: +SKIP
@@ -75,6 +76,8 @@ def predict_patch(
             found = instances_from_maps(
                 _cpu_numpy(torch.sigmoid(pixels.foreground_logits.float())),
                 _cpu_numpy(pixels.distance),
+                model.config.nuclei_fg_threshold,
+                model.config.nuclei_core_threshold,
                 min_area_px=min_area_px,
             )
             instances = torch.from_numpy(found).to(device)

@@ -5,7 +5,9 @@ import pytest
 from scipy import ndimage
 from synthetic_patches import ellipse, recovered_fraction
 
+from ghist_ray.metrics import detection_f1
 from ghist_ray.model import instances_from_maps
+from ghist_ray.model.instances import threshold_grid_f1
 from ghist_ray.model.targets import distance_targets
 
 
@@ -64,3 +66,26 @@ def test_small_blobs_without_core_and_min_area(min_area):
     assert found[0].max() == (1 if min_area <= 25 else 0)
     assert found[1].max() == 1
     assert not instances_from_maps(np.zeros((1, 8, 8)), np.zeros((1, 8, 8))).any()
+
+
+def test_threshold_grid_finds_where_a_rippled_distance_map_splits_best():
+    """A distance map that hovers around 0.5 inside nuclei (as a partly trained one does)
+    breaks into many seeds at 0.5; the grid scores that and a lower seed threshold."""
+    truth = _nuclei_with_touching_pairs(n_patches=2, size=96, seed=3)
+    inside = truth > 0
+    rows, cols = np.mgrid[:96, :96]
+    ripple = 0.5 + 0.08 * np.sin(cols / 1.5)[None] * np.cos(rows / 1.5)[None]
+    distance = np.where(inside, np.minimum(distance_targets(truth) * 4, ripple), 0.0)
+    grid = {
+        (fg, core): (tp, fp, fn)
+        for fg, core, tp, fp, fn in threshold_grid_f1(
+            inside.astype(float), distance, truth, [0.5], [0.3, 0.5], min_area_px=4
+        )
+    }
+    assert set(grid) == {(0.5, 0.3), (0.5, 0.5)}
+    tp, fp, fn = grid[(0.5, 0.5)]
+    assert fp > tp  # fragments: more false nuclei than matched ones
+    tp, fp, fn = grid[(0.5, 0.3)]
+    assert tp >= 0.8 * (tp + fn) and fp <= 0.25 * tp
+    found = instances_from_maps(inside.astype(float), distance, 0.5, 0.3, min_area_px=4)
+    assert (tp, fp, fn) == detection_f1(found, truth)  # the grid is the plain metric

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,15 @@ def test_run_is_logged_evaluated_and_registered(training_run) -> None:
     pictures = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert any(p.endswith(".png") for p in pictures)
     assert "eval_nuclei_f1" in run.data.metrics
+
+    # The nucleus thresholds were fitted on training tiles and went into the card.
+    config = load_model(training_run.model_dir).config
+    assert float(run.data.params["nuclei_fg_threshold"]) == config.nuclei_fg_threshold
+    assert float(run.data.params["nuclei_core_threshold"]) == config.nuclei_core_threshold
+    assert run.data.metrics["calib_nuclei_f1"] >= run.data.metrics["calib_nuclei_f1_default"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "calibration")} == {
+        "calibration/nuclei_grid.csv"
+    }
 
     version = client.get_model_version("ghist-test", training_run.model_version)
     assert version.run_id == training_run.run_id
@@ -167,3 +177,35 @@ def test_time_budget_stops_before_an_epoch_that_would_overrun() -> None:
     assert not _out_of_time(now - 60, 60, None)  # no budget
     assert not _out_of_time(now - 60, 60, budget_min=3)  # 1 min spent + 1 min epoch < 3 min
     assert _out_of_time(now - 150, 60, budget_min=3)  # 2.5 min + 1 min > 3 min
+
+
+def test_calibrate_command_writes_the_best_thresholds(
+    trained_model: Path, small_shards: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from ghist_ray.calibrate import calibrate_nuclei
+    from ghist_ray.cli import app
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    done = CliRunner().invoke(
+        app, ["calibrate", "--model", str(model), "--shards", str(small_shards), "--tiles", "12"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "detection F1" in done.output and str(model) in done.output
+    found = calibrate_nuclei(load_model(trained_model), str(small_shards), "train", 12)
+    config = load_model(model).config
+    assert (config.nuclei_fg_threshold, config.nuclei_core_threshold) == (
+        found.fg_threshold,
+        found.core_threshold,
+    )
+    best = found.grid["f1"].max()
+    assert found.f1 == best >= found.default_f1
+    # Re-scored with the written thresholds, the calibration tiles give the best F1.
+    again = calibrate_nuclei(load_model(model), str(small_shards), "train", 12)
+    assert again.default_f1 == best
+    missing = CliRunner().invoke(
+        app, ["calibrate", "--model", str(model), "--shards", str(small_shards), "--split", "x"]
+    )
+    assert missing.exit_code != 0 and "no split=x shards" in missing.output
