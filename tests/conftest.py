@@ -113,6 +113,7 @@ def training_run(small_cohort: Path, small_shards: Path, tmp_path_factory: pytes
         max_steps_per_epoch=25,
         batch_size=6,
         lr=2e-3,
+        calibrate_tiles=16,
         register_as="ghist-test",
         reference=str(small_cohort / "reference" / "profiles.csv"),
     )

@@ -24,6 +24,7 @@ TINY = [
     "train.max_steps_per_epoch=3",
     "train.max_val_batches=2",
     "train.batch_size=4",
+    "train.calibrate_tiles=8",
     # Mean expression is defined for every slide whatever types a barely trained
     # model finds (type proportions may all be zero).
     "survival.features=[expr.EPCAM, expr.PTPRC]",

@@ -72,7 +72,8 @@ cluster.add_node(num_cpus=2)
 ray.init(address=cluster.address)
 config = TrainConfig(name="two", epochs=1, max_steps_per_epoch=2, max_val_batches=2,
                      batch_size=2, num_workers=2,
-                     cpus_per_worker=1, placement_strategy="SPREAD", register_as=None)
+                     cpus_per_worker=1, placement_strategy="SPREAD", register_as=None,
+                     calibrate_tiles=4)
 result = run_train(config, {str(small_shards)!r}, {str(tmp_path)!r}, evaluate=False)
 print("RESULT", json.dumps({{"nodes": len(ray.nodes()), **result.metrics}}))
 ray.shutdown(); cluster.shutdown()
@@ -94,6 +95,7 @@ def test_killed_run_resumes_from_its_checkpoint(small_shards: Path, tmp_path: Pa
         "--out", str(tmp_path), "--set", "train.name=resumable", "--set", "train.epochs=3",
         "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=2",
         "--set", "train.max_val_batches=2", "--set", "train.register_as=null",
+        "--set", "train.calibrate_tiles=4",
     ]  # fmt: skip
     first = subprocess.Popen(
         command,
