@@ -106,12 +106,14 @@ def test_killed_run_resumes_from_its_checkpoint(small_shards: Path, tmp_path: Pa
     )
     checkpoints = tmp_path / "runs" / "resumable"
     deadline = time.time() + 600
-    while time.time() < deadline and not list(checkpoints.glob("checkpoint_*")):
+    # A checkpoint counts once Ray Train has registered it in the run's snapshot (what a
+    # re-run resumes from); its folder appears earlier, while it is still being uploaded.
+    while time.time() < deadline and not _registered_checkpoints(checkpoints):
         assert first.poll() is None, "training ended before it could be interrupted"
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    assert len(list(checkpoints.glob("checkpoint_*"))) >= 1
+    assert _registered_checkpoints(checkpoints) >= 1
 
     second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -124,6 +126,15 @@ def test_killed_run_resumes_from_its_checkpoint(small_shards: Path, tmp_path: Pa
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run, resumed
     logged = sorted({m.step for m in client.get_metric_history(runs[0].info.run_id, "epoch")})
     assert logged == [0, 1, 2]
+
+
+def _registered_checkpoints(run_dir: Path) -> int:
+    """Checkpoints listed in Ray Train's snapshot of the run (0 until one is registered)."""
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+    return len(snapshot.get("checkpoint_results", []))
 
 
 def _copy_meta(shards: Path, tmp_path: Path, **changes) -> Path:
