@@ -15,7 +15,7 @@ def test_overfit_small_batch(config, synthetic_batch):
     batch = synthetic_batch(n_patches=3)
     optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     history = []
-    for _ in range(100):
+    for _ in range(150):  # the consistency KL starts near 0 and peaks before it falls
         out = net(
             batch.images, batch.instances, batch.cell_patch, batch.cell_instance, batch.cell_expr
         )
