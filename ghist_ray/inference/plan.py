@@ -152,6 +152,8 @@ def tile_rows(source: SlideSource, slide: Slide, grid: TileGrid) -> dict[str, np
         "stride_l0": full(grid.stride_l0),
         "n_rows": full(grid.n_rows),
         "n_cols": full(grid.n_cols),
+        "width_l0": full(grid.width_l0),
+        "height_l0": full(grid.height_l0),
         "patch_px": full(grid.patch_px),
     }
 

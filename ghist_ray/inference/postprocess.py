@@ -52,6 +52,8 @@ TILE_COLUMNS = (
     "stride_l0",
     "n_rows",
     "n_cols",
+    "width_l0",
+    "height_l0",
     "patch_px",
     "slide_mpp",
 )
@@ -146,6 +148,8 @@ def _one_tile(rows: dict[str, np.ndarray], i: int) -> TileGrid:
         patch_px=int(rows["patch_px"][i]),
         n_rows=int(rows["n_rows"][i]),
         n_cols=int(rows["n_cols"][i]),
+        width_l0=int(rows["width_l0"][i]),
+        height_l0=int(rows["height_l0"][i]),
     )
 
 

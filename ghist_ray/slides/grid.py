@@ -6,10 +6,11 @@ overlap_px`` target pixels until the whole slide is covered (the last row and
 column may hang over the edge; the reader fills that with background).
 
 Ownership: each overlap strip is split half-half between the two neighbours;
-a tile's *core* is what remains (at the slide edge the core reaches the tile
-edge). Cores tile the plane without gaps or overlaps, so every point of the
-covered area belongs to exactly one tile, and a cell detected in two tiles is
-kept only by the tile owning its centre. Choose ``overlap_px`` (in target
+a tile's *core* is what remains (at the slide edge the core reaches the slide's
+edge, never the background a hanging tile is filled with). Cores tile the slide
+without gaps or overlaps, so every point of it belongs to exactly one tile, a
+cell detected in two tiles is kept only by the tile owning its centre, and one
+centred off the slide by none. Choose ``overlap_px`` (in target
 pixels) at least the largest nucleus diameter: then a nucleus whose centre is
 in a tile's core lies wholly inside that tile, and is segmented uncut there.
 """
@@ -43,6 +44,8 @@ class TileGrid:
     patch_px: int
     n_rows: int
     n_cols: int
+    width_l0: int  # the slide's level-0 extent, where the last cores end
+    height_l0: int
 
     def __len__(self) -> int:
         return len(self.tile_index)
@@ -119,20 +122,28 @@ def tile_grid(
         patch_px=patch_px,
         n_rows=n_rows,
         n_cols=n_cols,
+        width_l0=width,
+        height_l0=height,
     )
 
 
-def _core(start: int, index: int, last: int, size: int, half: float) -> tuple[float, float]:
-    """The half-open core [lo, hi) of a tile along one axis."""
+def _core(
+    start: int, index: int, last: int, size: int, half: float, end: int
+) -> tuple[float, float]:
+    """The half-open core [lo, hi) of a tile along one axis of a slide ending at ``end``."""
     lo = start + (half if index > 0 else 0.0)
     hi = start + size - (half if index < last else 0.0)
-    return lo, hi
+    return lo, min(hi, end)
 
 
 def owns(grid: TileGrid, i: int, x_l0: np.ndarray, y_l0: np.ndarray) -> np.ndarray:
     """Which level-0 points (cell centres) tile ``i`` owns: those inside its core."""
     half = grid.overlap_l0 / 2
-    x_lo, x_hi = _core(int(grid.x0[i]), int(grid.col[i]), grid.n_cols - 1, grid.size_l0, half)
-    y_lo, y_hi = _core(int(grid.y0[i]), int(grid.row[i]), grid.n_rows - 1, grid.size_l0, half)
+    x_lo, x_hi = _core(
+        int(grid.x0[i]), int(grid.col[i]), grid.n_cols - 1, grid.size_l0, half, grid.width_l0
+    )
+    y_lo, y_hi = _core(
+        int(grid.y0[i]), int(grid.row[i]), grid.n_rows - 1, grid.size_l0, half, grid.height_l0
+    )
     x, y = np.asarray(x_l0), np.asarray(y_l0)
     return (x >= x_lo) & (x < x_hi) & (y >= y_lo) & (y < y_hi)

@@ -65,6 +65,7 @@ def test_failed_model_batch_is_recorded_not_raised(tmp_path: Path) -> None:
         "image": np.zeros((2, 64, 64), np.uint8),  # no colour channel: the model refuses
         **{k: np.zeros(2, np.int64) for k in ("x0", "y0", "row", "col", "stride_l0")},
         **{k: np.ones(2, np.int64) for k in ("size_l0", "n_rows", "n_cols", "patch_px")},
+        **{k: np.full(2, 64, np.int64) for k in ("width_l0", "height_l0")},
         "slide_mpp": np.full(2, 0.25),
     }
     rows = predictor(batch)

@@ -33,6 +33,8 @@ def _tiles(grid: TileGrid, slide_id: str, slide_mpp: float) -> dict[str, np.ndar
         "stride_l0": np.full(n, grid.stride_l0),
         "n_rows": np.full(n, grid.n_rows),
         "n_cols": np.full(n, grid.n_cols),
+        "width_l0": np.full(n, grid.width_l0),
+        "height_l0": np.full(n, grid.height_l0),
         "patch_px": np.full(n, grid.patch_px),
         "slide_mpp": np.full(n, slide_mpp),
     }
@@ -124,6 +126,8 @@ def test_coordinates_are_level0_microns() -> None:
         patch_px=128,
         n_rows=1,
         n_cols=1,
+        width_l0=grid.width_l0,
+        height_l0=grid.height_l0,
     )
     masks = np.zeros((1, 128, 128), dtype=np.int32)
     masks[0, 20:24, 10:14] = 3  # centroid (y, x) = (21.5, 11.5) model px, 16 px

@@ -52,10 +52,22 @@ def test_every_point_has_exactly_one_owner(target_mpp: float, overlap_px: int) -
     half = grid.overlap_l0 / 2
     x = np.concatenate([x, grid.x0 + half, grid.x0 + grid.size_l0 - half, [0, dims[0] - 1e-6]])
     y = np.concatenate([y, grid.y0 + half, grid.y0 + grid.size_l0 - half, [0, dims[1] - 1e-6]])
-    covered = (x < grid.x0.max() + grid.size_l0) & (y < grid.y0.max() + grid.size_l0)
+    covered = (x < dims[0]) & (y < dims[1])  # on the slide, not on a hanging tile's fill
     assert covered.mean() > 0.99
     assert (_owners(grid, x[covered], y[covered]) == 1).all()
     assert (_owners(grid, x[~covered], y[~covered]) == 0).all()
+
+
+def test_nothing_past_the_slide_edge_is_owned() -> None:
+    """The last row and column hang over the edge, filled with background: a nucleus
+    found there, or cut by the edge so that its centre falls outside, is not a cell."""
+    dims = (3000, 2000)
+    grid = tile_grid(dims, 0.25, 0.5, 256, 32, tissue=None, min_tissue=0.0)
+    far_x, far_y = grid.x0.max() + grid.size_l0, grid.y0.max() + grid.size_l0
+    assert far_x > dims[0] and far_y > dims[1]  # both hang over
+    x = np.array([dims[0] + 0.5, far_x - 1.0, 10.0, 10.0, dims[0] - 0.5])
+    y = np.array([10.0, 10.0, dims[1] + 0.5, far_y - 1.0, dims[1] - 0.5])
+    assert _owners(grid, x, y).tolist() == [0, 0, 0, 0, 1]
 
 
 def test_owned_points_are_away_from_inner_tile_edges() -> None:
