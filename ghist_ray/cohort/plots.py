@@ -35,7 +35,7 @@ def plot_km(km: KMResult, path: str | Path, time_unit: str = "days", title: str 
         ax.text(
             0.98,
             0.95,
-            f"log-rank p = {km.p_value:.2g}",
+            f"log-rank p = {km.p_value:.2g}" if km.dof else "one risk group: no log-rank test",
             transform=ax.transAxes,
             ha="right",
             va="top",

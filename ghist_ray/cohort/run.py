@@ -297,6 +297,8 @@ def analyse(config: SurvivalConfig, cohort: CohortTable, progress: Progress = pr
     km = kaplan_meier(
         table["time"].to_numpy(float), table["event"].to_numpy(int), main.oof["group"].to_numpy()
     )
+    if not km.dof:
+        progress(f"survival: all {len(table)} held-out risks fell in one group: no log-rank test")
     metrics = {
         **cohort.counts,
         "n_patients": float(len(table)),

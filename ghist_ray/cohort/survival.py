@@ -248,6 +248,12 @@ def cross_validate(
         time = data[TIME].to_numpy(float)
         event = data[EVENT].to_numpy(int)
         fold_of = patient_folds(event, folds, rng)
+        fitted_on = min(int((fold_of != f).sum()) for f in range(folds))
+        if fitted_on < 2:
+            raise GhistError(
+                f"{n} patients with {n_events} events: a {folds}-fold split leaves "
+                f"{fitted_on} patient(s) to fit a Cox model on; lower survival.folds"
+            )
         risk = np.empty(n)
         groups = np.empty(n, dtype=np.int64)
         for f in range(folds):
@@ -317,7 +323,8 @@ class KMResult:
 
 def kaplan_meier(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> KMResult:
     """KM per group (in order of first appearance in ``group_names`` order if they
-    are those, else sorted) and the (multivariate) log-rank test."""
+    are those, else sorted) and the (multivariate) log-rank test; with one group
+    the test's statistic and p are NaN."""
     labels = pd.unique(pd.Series(groups))
     known = [g for g in group_names(len(labels)) if g in set(labels)]
     order = known if len(known) == len(labels) else sorted(labels)
@@ -350,8 +357,10 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> KMR
             }
         )
         fitters.append(kmf)
-    if len(order) < 2:
-        raise GhistError("Kaplan–Meier: all patients fall in one risk group (risk is constant?)")
+    if len(order) < 2:  # a small cohort's held-out risks can all fall on one side
+        return KMResult(
+            pd.concat(curves, ignore_index=True), pd.DataFrame(summary), np.nan, np.nan, 0, fitters
+        )
     test = multivariate_logrank_test(time, groups, event)
     return KMResult(
         pd.concat(curves, ignore_index=True),

@@ -15,7 +15,12 @@ from lifelines.statistics import logrank_test
 from lifelines.utils import concordance_index
 
 from ghist_ray.cohort import SurvivalReport, cross_validate, fit_cox
-from ghist_ray.cohort.survival import assign_groups, concordance_matrices, patient_folds
+from ghist_ray.cohort.survival import (
+    assign_groups,
+    concordance_matrices,
+    kaplan_meier,
+    patient_folds,
+)
 from ghist_ray.errors import GhistError
 from tests.cohort.conftest import REPEATS
 
@@ -176,3 +181,24 @@ def test_too_few_events_and_collinear_features_are_clear_errors(planted) -> None
     table["copy"] = table["prop.T"] * 2.0
     with pytest.raises(GhistError, match=r"did not converge .*raise survival\.penalizer"):
         fit_cox(table, ["prop.T", "copy"], penalizer=0.0, standardise=False)
+
+
+def test_a_fold_too_small_to_fit_on_is_a_clear_error(planted) -> None:
+    """4 patients (3 events) in 2 folds: some splits leave 1 patient to fit on."""
+    small = planted.table[["time", "event", "prop.T"]].iloc[:4].assign(event=[1, 1, 1, 0])
+    outcomes = []
+    for seed in range(12):
+        try:
+            cross_validate(small, ["prop.T"], folds=2, repeats=1, bootstrap=0, seed=seed)
+            outcomes.append("ran")
+        except GhistError as exc:
+            assert "2-fold split leaves 1 patient(s) to fit a Cox model on" in str(exc)
+            outcomes.append("refused")
+    assert "refused" in outcomes
+
+
+def test_one_risk_group_gives_curves_without_a_test() -> None:
+    rossi = load_rossi()
+    km = kaplan_meier(rossi["week"].to_numpy(float), rossi["arrest"].to_numpy(), np.zeros(432))
+    assert len(km.fitters) == 1 and km.groups["n"].tolist() == [432]
+    assert np.isnan(km.p_value) and km.dof == 0
