@@ -48,7 +48,6 @@ class ModelConfig(BaseModel):
     patch_px: int = Field(256, ge=16)
     mpp: float = Field(0.25, gt=0, description="µm per pixel of the patches the model sees")
     nbhd_radius_um: float = Field(30.0, gt=0)
-    surround_um: float = Field(3.0, gt=0, description="band around a nucleus pooled with it")
     expr_scale: float = Field(5.0, gt=0, description="targets are expr_scale * log1p(counts)")
     deep_supervision: bool = False
     use_reference: bool = False
@@ -99,7 +98,3 @@ class ModelConfig(BaseModel):
     @property
     def nbhd_radius_px(self) -> float:
         return self.nbhd_radius_um / self.mpp
-
-    @property
-    def surround_px(self) -> int:
-        return max(1, round(self.surround_um / self.mpp))

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ghist_ray.model.config import ModelConfig
 from ghist_ray.model.heads import ExpressionHead, mlp
 from ghist_ray.model.neighbourhood import PatchLayout, neighbour_mask, neighbour_mean
-from ghist_ray.model.pooling import CellIndex, surroundings
+from ghist_ray.model.pooling import CellIndex
 from ghist_ray.model.unet3plus import BackboneFeatures, UNet3Plus
 
 
@@ -71,9 +71,8 @@ class GhistNet(nn.Module):
         n_types, emb = config.n_types, config.emb_dim
         self.seg_head = nn.Conv2d(decoder, 2, 3, padding=1)
         self.pixel_type_head = nn.Conv2d(decoder, n_types + 1, 3, padding=1)
-        # Means over the nucleus, the band around it and the patch of the last decoder and
-        # first encoder maps (768-d in the paper, which has no band).
-        self.embed = mlp(3 * (decoder + encoder), emb, emb)
+        # Cell mean and patch mean of the last decoder and first encoder maps (768-d in paper).
+        self.embed = mlp(2 * (decoder + encoder), emb, emb)
         self.cell_type = mlp(emb, emb, n_types)
         self.neighbourhood = mlp(2 * emb, emb, n_types)
         self.expression = ExpressionHead(
@@ -108,20 +107,8 @@ class GhistNet(nn.Module):
         """Per-cell heads for the listed (patch, instance id) cells of `instances`."""
         decoder, encoder = pixels.features.decoder, pixels.features.encoder
         index = CellIndex.build(instances, cell_patch, cell_instance)
-        band = CellIndex.build(
-            surroundings(instances, self.config.surround_px), cell_patch, cell_instance
-        )
         patch_context = torch.cat([decoder.float().mean((2, 3)), encoder.float().mean((2, 3))], 1)
-        pooled = torch.cat(
-            [
-                index.mean(decoder),
-                index.mean(encoder),
-                band.mean(decoder),
-                band.mean(encoder),
-                patch_context[cell_patch],
-            ],
-            1,
-        )
+        pooled = torch.cat([index.mean(decoder), index.mean(encoder), patch_context[cell_patch]], 1)
         embedding = self.embed(pooled)
         centroids = index.centroids()
         layout = PatchLayout.build(cell_patch, instances.shape[0])

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -27,25 +26,6 @@ def instance_lookup(
     )
     table[cell_patch, cell_instance] = torch.arange(len(cell_patch), device=instances.device)
     return table
-
-
-def surroundings(instances: Tensor, width_px: int) -> Tensor:
-    """(B, H, W) labels of the background band up to `width_px` around each nucleus.
-
-    What lies right outside a nucleus (stroma fibres, a vessel lumen, blood, cytoplasm)
-    tells types apart whose nuclei look alike; pooling this band gives the cell embedding
-    that view directly. Where bands of two nuclei meet, the larger id wins.
-
-    Example:
-        >>> inst = torch.zeros(1, 5, 5, dtype=torch.long); inst[0, 2, 2] = 3
-        >>> surroundings(inst, 1)[0].tolist()[1:4]
-        [[0, 3, 3, 3, 0], [0, 3, 0, 3, 0], [0, 3, 3, 3, 0]]
-    """
-    k = 2 * width_px + 1
-    labels = instances[:, None].float()  # ids stay exact in float32 below 2**24
-    grown = F.max_pool2d(labels, (1, k), stride=1, padding=(0, width_px))  # a square max
-    grown = F.max_pool2d(grown, (k, 1), stride=1, padding=(width_px, 0))  # is separable
-    return torch.where(instances == 0, grown[:, 0].long(), 0)
 
 
 @dataclass(frozen=True)

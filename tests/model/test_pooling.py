@@ -5,7 +5,7 @@ import torch
 from scipy import ndimage
 
 from ghist_ray.model import cells_from_instances
-from ghist_ray.model.pooling import CellIndex, surroundings
+from ghist_ray.model.pooling import CellIndex
 
 
 def test_segment_mean_matches_scipy(synthetic_batch):
@@ -50,15 +50,3 @@ def test_cells_from_instances_handles_empty_patches():
     assert cell_instance.tolist() == [2, 7]
     empty_patch, empty_instance = cells_from_instances(torch.zeros(2, 4, 4, dtype=torch.long))
     assert len(empty_patch) == len(empty_instance) == 0
-
-
-def test_surroundings_is_the_band_outside_each_nucleus():
-    instances = torch.zeros(1, 16, 16, dtype=torch.long)
-    instances[0, 2:5, 2:5] = 1
-    instances[0, 10:13, 10:13] = 2
-    band = surroundings(instances, 2)[0]
-    for cell_id in (1, 2):
-        nucleus = (instances[0] == cell_id).numpy()
-        grown = ndimage.binary_dilation(nucleus, np.ones((5, 5), bool))
-        assert np.array_equal((band == cell_id).numpy(), grown & ~nucleus)
-    assert not (band.bool() & instances[0].bool()).any()  # no nucleus pixel is in a band
