@@ -455,6 +455,7 @@ def run_survival(
         "clinical": redact(clinical_uri),
         "features": cohort.features,
         "covariates": cohort.covariates,
+        "cox": {k: getattr(config, k) for k in ("penalizer", "l1_ratio", "standardise")},
         "metrics": metrics,
         "links": tags,
     }
