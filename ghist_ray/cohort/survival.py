@@ -357,16 +357,16 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> KMR
             }
         )
         fitters.append(kmf)
-    if len(order) < 2:  # a small cohort's held-out risks can all fall on one side
-        return KMResult(
-            pd.concat(curves, ignore_index=True), pd.DataFrame(summary), np.nan, np.nan, 0, fitters
-        )
-    test = multivariate_logrank_test(time, groups, event)
+    statistic, p_value, dof = np.nan, np.nan, 0
+    if len(order) > 1:  # a small cohort's held-out risks can all fall on one side
+        test = multivariate_logrank_test(time, groups, event)
+        statistic, p_value = float(test.test_statistic), float(test.p_value)
+        dof = int(test.degrees_of_freedom)
     return KMResult(
         pd.concat(curves, ignore_index=True),
         pd.DataFrame(summary),
-        float(test.test_statistic),
-        float(test.p_value),
-        int(test.degrees_of_freedom),
+        statistic,
+        p_value,
+        dof,
         fitters,
     )
