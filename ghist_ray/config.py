@@ -116,7 +116,8 @@ class TrainConfig(StageConfig):
 
 class InferConfig(StageConfig):
     """Cohort inference on Ray Data (see ``ghist_ray.infer``). Tile size and µm/px
-    come from the model card; these settings say how to tile, batch and commit."""
+    come from the model card; these settings say how to tile, batch and commit,
+    and what the reader and model actors ask Ray for."""
 
     max_nucleus_um: float = Field(
         12.0, gt=0, description="largest nucleus diameter: the tile overlap, so none is cut"
@@ -131,17 +132,72 @@ class InferConfig(StageConfig):
     wave_slides: int = Field(16, ge=1, description="slides per pipeline run, committed together")
     read_batch: int = Field(16, ge=1, description="tiles per read task")
     model_batch: int = Field(16, ge=1, description="tiles per model call")
-    readers: int = Field(0, ge=0, description="reader actors at most; 0 = one per CPU")
-    model_actors: int = Field(0, ge=0, description="model actors; 0 = one per GPU, 1 without")
-    reader_cpus: float = Field(0.5, gt=0, description="CPUs Ray reserves per reader actor")
-    model_cpus: float = Field(0.5, gt=0, description="CPUs reserved per model actor (no GPU)")
+    # What each actor asks Ray for, and how many: from here, never from what the
+    # cluster has at start (an autoscaling cluster starts with no workers; the
+    # demand is what adds them). See ghist_ray.inference.resources.
+    accelerator: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="model actors on GPUs or CPUs; auto = GPUs on a cluster (RAY_ADDRESS: "
+        "its autoscaler adds them), on a local Ray only if it has some",
+    )
+    model_gpus: float = Field(1.0, gt=0, description="GPUs per model actor; < 1 shares a GPU")
+    model_cpus: float = Field(0.5, gt=0, description="CPUs per model actor")
+    model_memory_gb: float = Field(3.0, ge=0, description="memory per model actor; 0 = none")
+    min_model_actors: int = Field(1, ge=1, description="model actors started at once")
+    max_model_actors: int | None = Field(
+        None, ge=1, description="model actors at most; default 8 on GPUs, 1 on CPUs"
+    )
+    reader_cpus: float = Field(0.5, gt=0, description="CPUs per reader actor (and plan task)")
+    reader_memory_gb: float = Field(1.0, ge=0, description="memory per reader actor; 0 = none")
+    min_readers: int = Field(1, ge=1, description="reader actors started at once")
+    max_readers: int = Field(16, ge=1, description="reader actors at most")
+    gpu_wait_s: float = Field(
+        1200.0, gt=0, description="how long a run waits for the autoscaler to add a GPU"
+    )
     torch_threads: int = Field(0, ge=0, description="per CPU model actor; 0 = all the node's cores")
     cache_dir: str | None = Field(None, description="local staging of s3:// slides; default tmp")
-    cache_gb: float = Field(50.0, gt=0, description="staging budget per worker process")
+    cache_gb: float = Field(50.0, gt=0, description="staging budget per node (all its processes)")
     anndata: bool = Field(True, description="write <slide>.h5ad per slide")
     geojson: bool = Field(True, description="write nuclei GeoJSON (QuPath) per slide")
     qc_px: int = Field(1024, ge=64, le=8192, description="long side of the QC thumbnail")
     progress_s: float = Field(30.0, gt=0, description="seconds between progress lines")
+    max_tiles_per_slide: int = Field(
+        2_000_000, ge=1, description="a slide planned into more tiles fails alone (bad mpp?)"
+    )
+    worker_restarts: int = Field(
+        2, ge=0, description="restarts of a crashed reader/model actor (and retries of its task)"
+    )
+    slide_timeout_s: float = Field(
+        3600.0, gt=0, description="wall-clock budget per slide; a wave gets it per slide"
+    )
+    stall_timeout_s: float = Field(
+        900.0, gt=0, description="a wave with no tile finished for this long is stuck"
+    )
+    commit_gb_per_mcell: float = Field(
+        8.0, gt=0, description="memory a slide's commit requests per million staged cells"
+    )
+    lease_timeout_s: float = Field(
+        300.0, gt=0, description="a run whose heartbeat is older is presumed dead"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        gone = {"readers": "max_readers", "model_actors": "min_model_actors/max_model_actors"}
+        for old, new in gone.items():
+            if isinstance(data, dict) and old in data:
+                raise ValueError(f"{old} is now {new} (no longer sized from the cluster at start)")
+        return data
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> InferConfig:
+        for pool, low, high in (
+            ("readers", self.min_readers, self.max_readers),
+            ("model_actors", self.min_model_actors, self.max_model_actors),
+        ):
+            if high is not None and low > high:
+                raise ValueError(f"min_{pool} ({low}) cannot exceed max_{pool} ({high})")
+        return self
 
 
 MISSING_CLINICAL = (

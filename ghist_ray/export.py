@@ -23,6 +23,7 @@ All three are built from one slide's committed cells (the Parquet contract in
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import anndata as ad
@@ -37,7 +38,10 @@ from scipy import ndimage as ndi
 
 from ghist_ray.errors import GhistError
 from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.inference.state import RunLayout, left_out_line
+from ghist_ray.slides.redact import redact
+
+log = logging.getLogger(__name__)
 
 CIRCLE_VERTICES = 16
 LEGEND_ROW_PX = 14
@@ -64,9 +68,12 @@ def read_cells(out: str, slide_id: str) -> tuple[pd.DataFrame, CellsMeta]:
 
 
 def read_cohort(out: str) -> pd.DataFrame:
-    """Every committed slide's cells as one frame (``slide_id`` kept a string)."""
+    """Every committed slide's cells as one frame (``slide_id`` kept a string); done
+    slides that left the latest run's manifest are left out, with a warning."""
     layout = RunLayout(out)
-    done = sorted(layout.done_slides())
+    done, left = layout.current_slides()
+    if left:
+        log.warning(left_out_line(redact(out), left))
     if not done:
         return pd.DataFrame()
     files = [layout.cells_file(s) for s in done]

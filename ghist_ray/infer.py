@@ -47,42 +47,62 @@ memory does not grow with the number of slides.
 
 **Why waves.** Ray Data checkpoints rows, and a slide fans out into thousands
 of tiles, so completeness is tracked per slide instead. A wave (``wave_slides``
-slides) is one pipeline run; when its write returns, every tile of those
-slides was either written or recorded as bad, so each slide can be decided
-and committed: compacted to its one sorted file, exported, marked done. A
-slide is complete exactly when its done marker exists; a re-run skips those
-and redoes everything else from scratch (a partial wave leaves only staging,
-which is wiped). Slides that fail (unopenable or corrupt file, no MPP, no
-tissue, more than ``max_bad_tiles`` unreadable tiles) go to the failures table
-and the run goes on; the summary's ``failed`` count is for the exit status.
-The price of waves is that the model idles while a wave drains, which big
-waves make small.
+slides) is one pipeline run, executed as a Ray task the driver watches; when
+its write returns, every tile of those slides was either written or recorded as
+bad, so each slide can be decided and committed: compacted to its one sorted
+file, exported, marked done. A slide is complete exactly when its done marker
+exists; a re-run skips those (refusing, or with ``redo_changed`` redoing, the
+ones made by another model, settings or file: :mod:`ghist_ray.inference.provenance`)
+and redoes everything else from scratch. Slides that fail (unopenable or
+corrupt file, no MPP, no tissue, too many tiles, more than ``max_bad_tiles``
+unreadable tiles) go to the failures table and the run goes on; the summary's
+``failed`` count is for the exit status. The price of waves is that the model
+idles while a wave drains, which big waves make small.
+
+**Poison slides.** Actors are restarted ``worker_restarts`` times, never without
+limit; a wave that still fails, runs past its budget (``slide_timeout_s`` per
+slide) or finishes no tile for ``stall_timeout_s`` is cancelled and its slides
+are retried apart (halves, recursively), so the slide that crashes its worker
+fails alone ("worker crashed 3 times reading it") and its wave-mates complete.
+A commit that crashes (out of memory on a huge slide) is a failure row too;
+commits request memory in proportion to the cells staged for the slide.
+
+**One run per output root.** A run holds a lease on ``out``
+(:mod:`ghist_ray.inference.lease`) and stages under its own run id; a second
+run on the same root stops with a line naming the first.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import ray
 
 from ghist_ray import tracking
 from ghist_ray.config import InferConfig, dump_config
+from ghist_ray.errors import GhistError
+from ghist_ray.inference import provenance
 from ghist_ray.inference.actors import CellPredictor, TileReader
 from ghist_ray.inference.commit import CommitRules, commit_slide, summary_row
+from ghist_ray.inference.lease import Lease, new_run_id
 from ghist_ray.inference.plan import SlideSource, Tiling, failure_text, plan_slide, slide_sources
 from ghist_ray.inference.postprocess import CellsMeta, owned_cells
 from ghist_ray.inference.progress import Progress, start_counter
+from ghist_ray.inference.resources import ActorPools, wait_for_accelerator
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.manifest import read_manifest
 from ghist_ray.model import ModelConfig, read_model_card
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.slides.redact import redact
+
+COMMIT_BASE_BYTES = 512 * 2**20  # a commit's memory request before its cells
 
 
 @dataclass(frozen=True)
@@ -119,92 +139,182 @@ class _Pipeline:
     counter: ray.actor.ActorHandle
 
     def dataset(self, sources: list[SlideSource]) -> ray.data.Dataset:
-        cfg, out = self.config, self.layout.out
-        resources = ray.cluster_resources()
-        readers = cfg.readers or max(int(resources.get("CPU", 1)), 1)
-        if resources.get("GPU", 0) >= 1:
-            models = cfg.model_actors or int(resources["GPU"])
-            placement: dict[str, float] = {"num_gpus": 1, "num_cpus": 1}
-        else:
-            models, placement = cfg.model_actors or 1, {"num_cpus": cfg.model_cpus}
+        cfg = self.config
+        retries = {"max_restarts": cfg.worker_restarts, "max_task_retries": cfg.worker_restarts}
+        pools = ActorPools.from_config(cfg)  # sizes from the config, not the cluster now
         slides = [{"slide_id": s.slide_id, "uri": s.uri, "mpp": s.mpp} for s in sources]
         ds = ray.data.from_items(slides, override_num_blocks=len(slides))
         ds = ds.flat_map(
             plan_slide,
             fn_kwargs={
                 "tiling": self.tiling,
-                "out": out,
+                "layout": self.layout,
                 "qc_px": cfg.qc_px,
                 "counter": self.counter,
             },
             num_cpus=cfg.reader_cpus,
+            max_retries=cfg.worker_restarts,
         )
         ds = ds.map_batches(
             TileReader,
-            fn_constructor_kwargs={"tiling": self.tiling, "out": out},
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=readers),
+            fn_constructor_kwargs={"tiling": self.tiling, "layout": self.layout},
+            compute=pools.readers.strategy(),
             batch_size=cfg.read_batch,
-            num_cpus=cfg.reader_cpus,
+            **pools.readers.resources,
+            **retries,
         )
         ds = ds.map_batches(
             CellPredictor,
             fn_constructor_kwargs={
                 "model_files": self.model,
-                "out": out,
+                "layout": self.layout,
                 "min_nucleus_px": self.tiling.min_nucleus_px,
                 "torch_threads": cfg.torch_threads,
                 "counter": self.counter,
             },
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=models),
+            compute=pools.models.strategy(),
             batch_size=cfg.model_batch,
-            **placement,
+            **pools.models.resources,
+            **retries,
         )
-        return ds.map_batches(owned_cells, fn_kwargs={"meta": self.meta}, num_cpus=0.25)
-
-    def run(self, wave: int, sources: list[SlideSource], tracker: Progress) -> list[dict]:
-        """Process and commit a wave of slides; their summary rows."""
-        layout = self.layout
-        write = self.dataset(sources).write_parquet
-        error = _in_background(
-            lambda: write(
-                layout.wave_cells(wave),
-                filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(layout.fs)),
-                partition_cols=["slide_id"],
-            ),
-            every_s=self.config.progress_s,
-            tick=tracker.report,
+        return ds.map_batches(
+            owned_cells,
+            fn_kwargs={"meta": self.meta},
+            num_cpus=0.25,
+            max_retries=cfg.worker_restarts,
         )
-        if error is not None:
-            reason = failure_text(error)
-            return [
-                summary_row(s.slide_id, "failed", stage="pipeline", error=reason) for s in sources
-            ]
-        rules = CommitRules(self.config.max_bad_tiles, self.config.anndata, self.config.geojson)
-        commit = ray.remote(commit_slide).options(num_cpus=self.config.reader_cpus)
-        refs = [commit.remote(layout.out, wave, s.slide_id, self.meta, rules) for s in sources]
-        return ray.get(refs)
+
+    def write(self, attempt: int, sources: list[SlideSource]) -> dict[str, int]:
+        """Run the pipeline over ``sources`` into the attempt's staging; cells staged
+        per slide (from the Parquet footers, no data read)."""
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        folder, fs = self.layout.wave_cells(attempt), self.layout.fs
+        target = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+        self.dataset(sources).write_parquet(folder, filesystem=target, partition_cols=["slide_id"])
+        fs.invalidate_cache(folder)
+        if not fs.exists(folder):
+            return {}
+        partitioning = pads.partitioning(pa.schema([("slide_id", pa.string())]), flavor="hive")
+        staged = pads.dataset(folder, filesystem=fs, format="parquet", partitioning=partitioning)
+        counts = staged.to_table(columns=["slide_id"])["slide_id"].value_counts()
+        return {str(c["values"]): int(c["counts"]) for c in counts.to_pylist()}
 
 
-def _in_background(
-    work: Callable[[], None], every_s: float, tick: Callable[[], None]
-) -> BaseException | None:
-    """Run ``work`` in a thread, calling ``tick`` every ``every_s`` until it ends;
-    the exception it raised, if any."""
-    raised: list[BaseException] = []
+@ray.remote(num_cpus=0, max_retries=0)
+def _write_attempt(pipeline: _Pipeline, attempt: int, sources: list[SlideSource]) -> dict[str, int]:
+    """One pipeline attempt as a task, so the driver can time it out and cancel it
+    (cancelling the task ends its Ray Data execution and the actors it owns)."""
+    return pipeline.write(attempt, sources)
 
-    def target() -> None:
-        try:
-            work()
-        except BaseException as exc:
-            raised.append(exc)
 
-    thread = threading.Thread(target=target, name="ghist-infer-wave", daemon=True)
-    thread.start()
-    while True:
-        thread.join(every_s)
-        if not thread.is_alive():
-            return raised[0] if raised else None
-        tick()
+@dataclass
+class _Run:
+    """The driver's side of one run: attempts, isolation of poison slides, commits."""
+
+    pipeline: _Pipeline
+    provenance: dict[str, dict[str, Any]]  # by slide id: recipe and source stamp
+    tracker: Progress
+    lease: Lease
+    progress: Callable[[str], None]
+    node_memory: int  # bytes of the largest node: a commit never asks for more
+    attempts: int = 0
+
+    def wave(self, sources: list[SlideSource]) -> list[dict[str, Any]]:
+        """Process and commit ``sources``; their summary rows. A failed attempt is
+        retried in halves until each slide that still fails is alone."""
+        self.lease.check()
+        error, staged, attempt = self._attempt(sources)
+        if error is None:
+            return self._commit(attempt, sources, staged)
+        reason = self._reason(error)
+        if len(sources) == 1:
+            return [summary_row(sources[0].slide_id, "failed", stage="pipeline", error=reason)]
+        self.progress(
+            f"infer: {len(sources)} slides failed together ({reason}); "
+            "retrying them apart to find the cause"
+        )
+        half = len(sources) // 2
+        return self.wave(sources[:half]) + self.wave(sources[half:])
+
+    def _attempt(
+        self, sources: list[SlideSource]
+    ) -> tuple[BaseException | None, dict[str, int], int]:
+        """Run one pipeline attempt, watching its budget and its progress."""
+        self.attempts += 1
+        attempt, config, layout = self.attempts, self.pipeline.config, self.pipeline.layout
+        for source in sources:  # plans and bad tiles of an earlier attempt are stale
+            layout.remove(layout.slide_work(source.slide_id))
+        ref = _write_attempt.remote(self.pipeline, attempt, sources)
+        started = last_move = time.monotonic()
+        budget = config.slide_timeout_s * len(sources)
+        tiles = self.tracker.tiles()
+        while True:
+            ready, _ = ray.wait([ref], timeout=config.progress_s)
+            if ready:
+                try:
+                    return None, ray.get(ref), attempt
+                except Exception as exc:
+                    return exc, {}, attempt
+            self.tracker.report()
+            now, seen = time.monotonic(), self.tracker.tiles()
+            if seen != tiles:
+                tiles, last_move = seen, now
+            late = None
+            if now - started > budget:
+                late = f"took more than its budget of {config.slide_timeout_s:.0f} s per slide"
+            elif now - last_move > config.stall_timeout_s:
+                late = f"no tile finished for {config.stall_timeout_s:.0f} s"
+            if late is not None:
+                ray.cancel(ref, force=True, recursive=True)
+                return TimeoutError(late), {}, attempt
+
+    def _reason(self, error: BaseException) -> str:
+        """One line for a failed attempt. Ray reports a worker that died (crash,
+        signal, out of memory) through several exception types and wrappers, so
+        they are recognised by name anywhere in the text."""
+        if isinstance(error, TimeoutError):
+            return str(error)
+        text = f"{type(error).__name__}: {error}"
+        if "OutOfMemoryError" in text:
+            return "its worker ran out of memory reading it"
+        if any(k in text for k in ("ActorDiedError", "RayActorError", "WorkerCrashedError")):
+            return f"worker crashed {self.pipeline.config.worker_restarts + 1} times reading it"
+        return failure_text(error)
+
+    def _commit(
+        self, attempt: int, sources: list[SlideSource], staged: dict[str, int]
+    ) -> list[dict[str, Any]]:
+        """Commit every slide of a finished attempt; a commit that crashes is a failed row."""
+        p = self.pipeline
+        rules = CommitRules(p.config.max_bad_tiles, p.config.anndata, p.config.geojson)
+        commit = ray.remote(commit_slide)
+        refs = {
+            s.slide_id: commit.options(
+                num_cpus=p.config.reader_cpus,
+                memory=self._commit_memory(staged.get(s.slide_id, 0)),
+                max_retries=1,
+            ).remote(p.layout, attempt, s.slide_id, p.meta, rules, self.provenance[s.slide_id])
+            for s in sources
+        }
+        rows = []
+        for slide_id, ref in refs.items():
+            try:
+                rows.append(ray.get(ref))
+            except ray.exceptions.RayError as exc:
+                text = f"{type(exc).__name__}: {exc}"
+                why = "out of memory" if "OutOfMemoryError" in text else type(exc).__name__
+                error = f"commit crashed twice ({why})"
+                rows.append(summary_row(slide_id, "failed", stage="commit", error=error))
+        return rows
+
+    def _commit_memory(self, cells: int) -> int:
+        want = int(COMMIT_BASE_BYTES + cells * self.pipeline.config.commit_gb_per_mcell * 1e3)
+        return min(want, self.node_memory) if self.node_memory else want
+
+
+def _largest_node_memory() -> int:
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return int(max((n["Resources"].get("memory", 0) for n in nodes), default=0) * 0.8)
 
 
 def _log_run(record: dict[str, Any], tracking_uri: str) -> str:
@@ -212,13 +322,13 @@ def _log_run(record: dict[str, Any], tracking_uri: str) -> str:
     later analyses (survival) to the model that made their features."""
     run_id = tracking.open_run(
         tracking_uri,
-        f"infer-{time.strftime('%Y%m%d-%H%M%S')}",
+        f"infer-{record['run_id']}",
         tags={"ghist_ray.stage": "infer", "ghist_ray.model": record["model"]},
     )
     tracking.log_params(
         tracking_uri,
         run_id,
-        {"manifest": record["manifest"], "model": record["model"], "out": redact(record["out"])},
+        {"manifest": record["manifest"], "model": record["model"], "out": record["out"]},
     )
     counts = ("slides", "skipped", "done", "failed", "tiles", "cells", "seconds")
     metrics = {k: float(record[k]) for k in (*counts, "cut_cells", "merged_cells")}
@@ -234,6 +344,24 @@ def _model_files(model_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir()) if p.is_file()}
 
 
+def _check_changed(
+    layout: RunLayout, changed: dict[str, list[str]], redo_changed: bool, shown_out: str
+) -> None:
+    """Refuse a re-run that would mix outputs of different recipes, unless asked to redo."""
+    if not changed:
+        return
+    if not redo_changed:
+        named = "; ".join(f"{sid}: {', '.join(why)}" for sid, why in list(changed.items())[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise GhistError(
+            f"{shown_out}: {len(changed)} done slides were made differently from this run "
+            f"({named}{more}); pass --redo-changed to recompute exactly those, "
+            "or write to a new --out"
+        )
+    for slide_id in changed:  # unmarked first: a crash now leaves them to be redone
+        layout.remove(layout.done_marker(slide_id))
+
+
 def run_infer(
     config: InferConfig,
     manifest_uri: str,
@@ -241,83 +369,105 @@ def run_infer(
     out: str,
     tracking_uri: str | None = None,
     progress: Callable[[str], None] = print,
+    redo_changed: bool = False,
 ) -> InferSummary:
     """Predict every cell of every slide in the manifest into ``out`` (local or s3://).
 
     ``model_uri`` is a model folder or ``models:/<name>/<version>`` (with
     ``tracking_uri``). Slides done by an earlier run into the same ``out`` are
-    skipped; failed and unfinished ones are redone. Raises ``GhistError`` only
-    for problems of the whole run (manifest, model); a slide's problem is a
-    row in the failures table and a count in the returned summary.
+    skipped if they were made the same way (model, settings, slide file, µm/px);
+    made otherwise, the run refuses, or redoes exactly those with
+    ``redo_changed``. Failed and unfinished slides are redone. Raises
+    ``GhistError`` only for problems of the whole run (manifest, model, another
+    run holding ``out``); a slide's problem is a row in the failures table and a
+    count in the returned summary.
     """
     started = time.perf_counter()
+    shown_out = redact(out)
     sources = slide_sources(read_manifest(manifest_uri))
     model_dir = tracking.fetch_model(model_uri, tracking_uri)
     model_config = ModelConfig.model_validate(read_model_card(model_dir)["config"])
     tiling = Tiling.for_model(model_config, config)
     meta = CellsMeta(model_config.type_names, model_config.gene_names)
     meta.schema()  # gene/type name clashes fail here, before any work
-    layout = RunLayout(out)
-    already = layout.done_slides()
-    pending = [s for s in sources if s.slide_id not in already]
-    layout.reset({s.slide_id for s in pending})
-    progress(
-        f"infer: {len(sources)} slides, {len(sources) - len(pending)} already done, "
-        f"{len(pending)} to do; tiles {tiling.patch_px} px at {tiling.mpp} µm/px, "
-        f"overlap {tiling.overlap_px} px -> {out}"
-    )
-    ensure_ray()
-    counter = start_counter()
-    runner = _Pipeline(layout, config, tiling, meta, ray.put(_model_files(model_dir)), counter)
-    tracker = Progress(len(pending), progress, counter)
-    rows: list[dict[str, Any]] = []
-    try:
-        for wave, first in enumerate(range(0, len(pending), config.wave_slides)):
-            wave_rows = runner.run(wave, pending[first : first + config.wave_slides], tracker)
-            layout.record_slides(wave_rows)
-            failed = [r for r in wave_rows if r["status"] == "failed"]
-            layout.record_failures(
-                [{k: str(r[k]) for k in ("slide_id", "stage", "error")} for r in failed]
-            )
-            layout.remove(layout.work())
-            rows += wave_rows
-            tracker.done += len(wave_rows) - len(failed)
-            tracker.failed += len(failed)
-            tracker.report()
-    finally:
-        ray.kill(counter)
-    done = [r for r in rows if r["status"] == "done"]
-    summary = InferSummary(
-        out=out,
-        slides=len(sources),
-        skipped=len(sources) - len(pending),
-        done=len(done),
-        failed=len(rows) - len(done),
-        tiles=sum(int(r["tiles"]) for r in done),
-        cells=sum(int(r["cells"]) for r in done),
-        cut_cells=sum(int(r["cut_cells"]) for r in done),
-        merged_cells=sum(int(r["merged_cells"]) for r in done),
-        seconds=time.perf_counter() - started,
-        failures=[
-            {k: str(r[k]) for k in ("slide_id", "stage", "error")}
-            for r in rows
-            if r["status"] == "failed"
-        ],
-    )
-    record = {
-        **asdict(summary),
-        "manifest": redact(manifest_uri),
-        "model": model_uri,
-        "config": dump_config(config),
-    }
-    if tracking_uri or layout.local:
-        record["tracking_uri"] = tracking.default_tracking_uri(out, tracking_uri)
-        record["mlflow_run_id"] = _log_run(record, record["tracking_uri"])
-    layout.write_json(layout.path("state", "run.json"), record)
+    layout = RunLayout(out, new_run_id())
+    made = provenance.recipe(model_uri, model_dir, tiling)
+    now = {sid: {**made, **stamp} for sid, stamp in provenance.stamps(sources).items()}
+    with Lease(layout, config.lease_timeout_s, progress) as lease:
+        done_before = layout.done_slides()
+        changed = provenance.changed_slides(layout, sorted(done_before & now.keys()), now)
+        _check_changed(layout, changed, redo_changed, shown_out)
+        already = done_before - changed.keys()
+        pending = [s for s in sources if s.slide_id not in already]
+        layout.reset({s.slide_id for s in pending})
+        layout.record_manifest([s.slide_id for s in sources])
+        redo = f" ({len(changed)} of them made differently before)" if changed else ""
+        progress(
+            f"infer: {len(sources)} slides, {len(sources) - len(pending)} already done, "
+            f"{len(pending)} to do{redo}; tiles {tiling.patch_px} px at {tiling.mpp} µm/px, "
+            f"overlap {tiling.overlap_px} px -> {shown_out}"
+        )
+        ensure_ray()
+        config = wait_for_accelerator(config, progress)  # auto decided; GPUs there if wanted
+        counter = start_counter()
+        pipeline = _Pipeline(
+            layout, config, tiling, meta, ray.put(_model_files(model_dir)), counter
+        )
+        tracker = Progress(len(pending), progress, counter)
+        runner = _Run(pipeline, now, tracker, lease, progress, _largest_node_memory())
+        rows: list[dict[str, Any]] = []
+        try:
+            for first in range(0, len(pending), config.wave_slides):
+                wave_rows = runner.wave(pending[first : first + config.wave_slides])
+                layout.record_slides(wave_rows)
+                failed = [r for r in wave_rows if r["status"] == "failed"]
+                layout.record_failures(
+                    [{k: str(r[k]) for k in ("slide_id", "stage", "error")} for r in failed]
+                )
+                layout.remove(layout.work())
+                rows += wave_rows
+                tracker.done += len(wave_rows) - len(failed)
+                tracker.failed += len(failed)
+                tracker.report()
+        finally:
+            ray.kill(counter)
+        layout.remove(layout.path("_work"))  # every run's staging: none other is alive
+        done = [r for r in rows if r["status"] == "done"]
+        summary = InferSummary(
+            out=shown_out,
+            slides=len(sources),
+            skipped=len(sources) - len(pending),
+            done=len(done),
+            failed=len(rows) - len(done),
+            tiles=sum(int(r["tiles"]) for r in done),
+            cells=sum(int(r["cells"]) for r in done),
+            cut_cells=sum(int(r["cut_cells"]) for r in done),
+            merged_cells=sum(int(r["merged_cells"]) for r in done),
+            seconds=time.perf_counter() - started,
+            failures=[
+                {k: str(r[k]) for k in ("slide_id", "stage", "error")}
+                for r in rows
+                if r["status"] == "failed"
+            ],
+        )
+        record = {
+            **asdict(summary),
+            "run_id": layout.run_id,
+            "manifest": redact(manifest_uri),
+            "model": redact(model_uri),
+            "redone_changed": sorted(changed),
+            "config": dump_config(config),
+            "model_actors": tracker.model_actors,  # node and GPU ids: did it use GPUs?
+        }
+        if tracking_uri or layout.local:
+            uri = tracking.default_tracking_uri(out, tracking_uri)
+            record["tracking_uri"] = redact(uri)
+            record["mlflow_run_id"] = _log_run(record, uri)
+        layout.record_run(record)
     progress(
         f"infer: {summary.done} slides done, {summary.failed} failed, {summary.skipped} skipped; "
         f"{summary.cells:,} cells from {summary.tiles:,} tiles in {summary.seconds:.0f} s "
-        f"({summary.tiles_per_s:.1f} tiles/s) -> {out}"
+        f"({summary.tiles_per_s:.1f} tiles/s) -> {shown_out}"
     )
     if summary.cut_cells:
         progress(

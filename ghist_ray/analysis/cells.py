@@ -4,7 +4,7 @@ the slide → patient map. Nothing here holds more than one slide."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -14,16 +14,20 @@ import pyarrow.dataset as pads
 from ghist_ray.cohort.clinical import slide_patients
 from ghist_ray.errors import GhistError
 from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.inference.state import RunLayout, left_out_line
+from ghist_ray.slides.redact import redact
 
 
 class CellsRun:
-    """The done slides of an inference output root and the panel they share."""
+    """The done slides of an inference output root (those still in its latest
+    manifest) and the panel they share."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, progress: Callable[[str], None] = print) -> None:
         self.uri = uri
         self.layout = RunLayout(uri)
-        self.slides = sorted(self.layout.done_slides())
+        self.slides, left = self.layout.current_slides()
+        if left:
+            progress(left_out_line(redact(uri), left))
         if not self.slides:
             raise GhistError(f"{uri}: no done slides (no state/done/<slide>.json markers)")
         self.meta = self.slide_meta(self.slides[0])

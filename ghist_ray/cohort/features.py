@@ -46,7 +46,8 @@ from scipy.spatial import cKDTree
 from ghist_ray.config import SurvivalConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.inference.state import RunLayout, left_out_line
+from ghist_ray.slides.redact import redact
 
 Progress = Callable[[str], None]
 SPATIAL_COUNTS = (
@@ -220,7 +221,9 @@ def slide_stats(
 def cohort_stats(cells_uri: str, config: SurvivalConfig, progress: Progress = print) -> CellStats:
     """Per-slide sums and counts of every done slide of an inference output root."""
     layout = RunLayout(cells_uri)
-    done = sorted(layout.done_slides())
+    done, left = layout.current_slides()
+    if left:
+        progress(left_out_line(redact(cells_uri), left))
     if not done:
         raise GhistError(f"{cells_uri}: no done slides (no state/done/<slide>.json markers)")
     first: CellsMeta | None = None

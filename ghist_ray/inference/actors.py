@@ -44,8 +44,8 @@ def _record(layout: RunLayout, batch: Batch, at: np.ndarray, stage: str, error: 
 class TileReader:
     """Ray Data actor: tile rows → the same rows with their pixels (``image``)."""
 
-    def __init__(self, tiling: Tiling, out: str, max_open: int = 4) -> None:
-        self.tiling, self.layout, self.max_open = tiling, RunLayout(out), max_open
+    def __init__(self, tiling: Tiling, layout: RunLayout, max_open: int = 4) -> None:
+        self.tiling, self.layout, self.max_open = tiling, layout, max_open
         self.open: OrderedDict[str, Slide] = OrderedDict()
 
     def _slide(self, row: dict[str, Any]) -> Slide:
@@ -84,7 +84,7 @@ class CellPredictor:
     def __init__(
         self,
         model_files: dict[str, bytes] | ray.ObjectRef,
-        out: str,
+        layout: RunLayout,
         min_nucleus_px: int,
         torch_threads: int,
         counter: ray.actor.ActorHandle | None = None,
@@ -95,11 +95,20 @@ class CellPredictor:
         folder = Path(tempfile.mkdtemp(prefix="ghist_ray-model-"))
         for name, data in model_files.items():
             (folder / name).write_bytes(data)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # As a Ray actor, CUDA only with GPUs Ray assigned (an actor that asked for
+        # none still sees every GPU of its node); outside an actor, any GPU there is.
+        here = ray.get_runtime_context() if ray.is_initialized() else None
+        if here is not None and here.get_actor_id() is None:
+            here = None
+        gpus = [str(g) for g in here.get_accelerator_ids().get("GPU", [])] if here else []
+        cuda = torch.cuda.is_available() and (bool(gpus) or here is None)
+        device = "cuda" if cuda else "cpu"
         if device == "cpu":  # Ray caps a worker at 1 thread for fractional CPUs
             torch.set_num_threads(torch_threads or os.cpu_count() or 1)
         self.model = load_model(folder, map_location=device)
-        self.layout, self.min_px, self.counter = RunLayout(out), min_nucleus_px, counter
+        self.layout, self.min_px, self.counter = layout, min_nucleus_px, counter
+        if counter is not None and here is not None:  # where it ran, for the run record
+            counter.placed.remote("model", here.get_node_id(), gpus)
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["tile_index"])

@@ -57,10 +57,10 @@ def summary_row(slide_id: str, status: str, **values: Any) -> dict[str, Any]:
     }
 
 
-def staged_cells(layout: RunLayout, wave: int, slide_id: str, meta: CellsMeta) -> pa.Table:
-    """The slide's fragments written by the wave's pipeline (staging schema, with
+def staged_cells(layout: RunLayout, attempt: int, slide_id: str, meta: CellsMeta) -> pa.Table:
+    """The slide's fragments written by the pipeline attempt (staging schema, with
     ``cut``), de-duplicated and sorted by ``cell_id``."""
-    folder = layout.wave_cells(wave)
+    folder = layout.wave_cells(attempt)
     schema = meta.staging_schema()
     layout.fs.invalidate_cache(folder)
     if not layout.fs.exists(folder):
@@ -79,13 +79,18 @@ def staged_cells(layout: RunLayout, wave: int, slide_id: str, meta: CellsMeta) -
 
 
 def commit_slide(
-    out: str, wave: int, slide_id: str, meta: CellsMeta, rules: CommitRules
+    layout: RunLayout,
+    attempt: int,
+    slide_id: str,
+    meta: CellsMeta,
+    rules: CommitRules,
+    provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """Decide and commit one slide; returns its summary row (status done or failed).
+    ``provenance`` (see ``inference.provenance``) goes into the done marker.
 
     Never raises for a problem of the slide itself: that is a failed row.
     """
-    layout = RunLayout(out)
     stage = "commit"
     try:
         plan_path = layout.slide_work(slide_id, PLAN_FILE)
@@ -118,7 +123,7 @@ def commit_slide(
         thumb = _thumbnail(layout, slide_id)
         downsample = float(thumb["mask_downsample"])
         tissue = TissueMask(thumb["mask"], plan["slide_mpp"] * downsample, downsample)
-        staged = staged_cells(layout, wave, slide_id, meta)
+        staged = staged_cells(layout, attempt, slide_id, meta)
         staged, counts["glass_cells"] = on_tissue(staged, tissue, plan["slide_mpp"])
         staged, counts["merged_cells"] = merge_overlaps(staged)
         counts["cut_cells"] = int(pc.sum(staged["cut"]).as_py() or 0)
@@ -133,7 +138,8 @@ def commit_slide(
             slide_id, "done", seconds=time.time() - plan["started"], cells=len(table), **counts
         )
         listed = [bad[k] for k in sorted(bad)[:MAX_LISTED_BAD]]
-        layout.write_json(layout.done_marker(slide_id), {**row, "plan": plan, "bad": listed})
+        marker = {**row, "plan": plan, "bad": listed, "provenance": provenance}
+        layout.write_json(layout.done_marker(slide_id), marker)
         return row
     except Exception as exc:
         return summary_row(slide_id, "failed", stage=stage, error=failure_text(exc))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -75,6 +74,7 @@ class Tiling:
     min_nucleus_px: int
     cache_dir: str | None
     cache_bytes: int
+    max_tiles: int
 
     @classmethod
     def for_model(cls, model: ModelConfig, config: InferConfig) -> Tiling:
@@ -95,6 +95,7 @@ class Tiling:
             min_nucleus_px=min_nucleus_px(config.min_nucleus_um2, model.mpp),
             cache_dir=config.cache_dir,
             cache_bytes=int(config.cache_gb * 2**30),
+            max_tiles=config.max_tiles_per_slide,
         )
 
     def grid(self, slide: Slide) -> tuple[TileGrid, Any]:
@@ -108,14 +109,16 @@ class Tiling:
             self.overlap_px,
             tissue,
             self.min_tissue,
+            max_tiles=self.max_tiles,
         )
         return grid, tissue
 
     def open(self, source: SlideSource) -> Slide:
-        """Open a slide; an s3:// one is staged into this process's cache and
-        deleted again when closed."""
+        """Open a slide; an s3:// one is staged into the node's cache and stays
+        there when closed, so planning and every reader on the node share one
+        download (least recently used copies are evicted to stay in budget)."""
         cache = _process_cache(self.cache_dir, self.cache_bytes)
-        return open_slide(source.uri, source.mpp, cache, slide_id=source.slide_id, release=True)
+        return open_slide(source.uri, source.mpp, cache, slide_id=source.slide_id)
 
     def read(self, slide: Slide, x0: int, y0: int, size_l0: int) -> np.ndarray:
         """One tile's RGB pixels, stain-normalised if asked."""
@@ -125,9 +128,8 @@ class Tiling:
 
 @cache
 def _process_cache(cache_dir: str | None, budget: int) -> SlideCache:
-    """One staging cache per worker process (SlideCache is not shared across processes)."""
-    root = Path(cache_dir or tempfile.gettempdir()) / f"ghist_ray-slides-{os.getpid()}"
-    return SlideCache(root, budget)
+    """This process's handle on the node's staging cache (one root per node)."""
+    return SlideCache(Path(cache_dir or tempfile.gettempdir()) / "ghist_ray-slides", budget)
 
 
 def tile_rows(source: SlideSource, slide: Slide, grid: TileGrid) -> dict[str, np.ndarray]:
@@ -175,7 +177,7 @@ def failure_text(exc: BaseException) -> str:
 def plan_slide(
     row: dict[str, Any],
     tiling: Tiling,
-    out: str,
+    layout: RunLayout,
     qc_px: int,
     counter: ray.actor.ActorHandle | None = None,
 ) -> Iterator[dict[str, Any]]:
@@ -186,7 +188,7 @@ def plan_slide(
     tiled) and a thumbnail with its tissue mask into the run's staging area; a
     slide that fails here yields no tiles and the failure is read back at commit.
     """
-    layout, source = RunLayout(out), source_of(row)
+    source = source_of(row)
     started, stage = time.time(), "open"
     plan: dict[str, Any] = {"slide_id": source.slide_id, "started": started}
     try:

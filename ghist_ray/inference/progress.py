@@ -2,7 +2,8 @@
 
 The model actors count the tiles they finish into a small counter actor (kept
 on the driver's node, so losing a worker node does not lose the count); the
-driver reads it between waves and every few seconds during one.
+driver reads it between waves and every few seconds during one. Model actors
+also say where they started (node id, GPU ids), for the run record.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -22,6 +24,7 @@ class TileCounter:
 
     def __init__(self) -> None:
         self.slides = self.planned = self.tiles = 0
+        self.places: dict[tuple[str, str, tuple[str, ...]], int] = {}
 
     def plan(self, tiles: int) -> None:
         self.slides += 1
@@ -32,6 +35,19 @@ class TileCounter:
 
     def snapshot(self) -> tuple[int, int, int]:
         return self.slides, self.planned, self.tiles
+
+    def placed(self, role: str, node: str, gpus: list[str]) -> None:
+        """An actor of ``role`` started on ``node`` with these GPU ids (restarts count)."""
+        key = (role, node, tuple(gpus))
+        self.places[key] = self.places.get(key, 0) + 1
+
+    def placements(self, role: str) -> list[dict[str, Any]]:
+        """Where the actors of ``role`` ran: one entry per node and GPU set."""
+        return [
+            {"node": node, "gpus": list(gpus), "starts": starts}
+            for (r, node, gpus), starts in sorted(self.places.items())
+            if r == role
+        ]
 
 
 def start_counter() -> ray.actor.ActorHandle:
@@ -58,6 +74,9 @@ class Progress:
     done: int = 0
     failed: int = 0
     started: float = field(default_factory=time.perf_counter)
+    # Where the model actors ran (node id, GPU ids), as of the latest report: kept
+    # here because the counter goes before the run record is written.
+    model_actors: list[dict[str, Any]] = field(default_factory=list)
 
     def _snapshot(self) -> tuple[int, int, int]:
         try:
@@ -65,11 +84,19 @@ class Progress:
         except (ray.exceptions.RayError, TimeoutError):
             return 0, 0, 0
 
+    def tiles(self) -> int:
+        """Tiles through the model so far (0 while the counter cannot be reached)."""
+        return self._snapshot()[2]
+
     def report(self) -> None:
         """Emit ``slides done/failed · tiles · tiles/s · ETA``; the ETA extrapolates
         the tiles per slide planned so far to the slides still to come."""
         elapsed = time.perf_counter() - self.started
         slides, planned, tiles = self._snapshot()
+        try:
+            self.model_actors = ray.get(self.counter.placements.remote("model"), timeout=10)
+        except (ray.exceptions.RayError, TimeoutError):
+            pass  # keep the last ones seen
         rate = tiles / elapsed if elapsed > 0 else 0.0
         line = (
             f"infer: {self.done}/{self.pending} slides done, {self.failed} failed · "

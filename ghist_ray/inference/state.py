@@ -1,20 +1,26 @@
 """Where an inference run keeps its outputs and its state, local or on s3://.
 
-Layout under the output root (``<id>`` is the URL-quoted slide id)::
+Layout under the output root (``<id>`` is the URL-quoted slide id, ``<run>`` a
+run id: start time and a random suffix, so names sort by start)::
 
     cells/slide_id=<id>/part-0.parquet   committed cells of a slide (hive-partitioned)
     slides/<id>/qc.png, cells.h5ad, nuclei.geojson
-    state/done/<id>.json                 the done marker: written last, holds the summary row
-    state/failures.parquet               slide_id, stage, error, attempt, time (append-only log)
-    state/slides.parquet                 latest summary row per slide
-    state/run.json                       the last run's summary
-    _work/                               staging of the run in progress; removed at the start
-                                         of every run, so partial work is always redone
+    state/done/<id>.json                 the done marker: written last, holds the summary
+                                         row and the slide's provenance
+    state/lease.json                     who runs here now (see ``inference.lease``)
+    state/manifest.json                  the slide ids of the latest run's manifest
+    state/failures/<run>.parquet         slide_id, stage, error, time: one file per run
+    state/slides/<run>.parquet           summary row per slide attempted by that run
+    state/run.json                       the latest run's record, with every earlier one
+                                         under ``history``
+    _work/<run>/                         staging of run ``<run>``; a run removes the
+                                         staging of runs before it, so partial work is redo
 
 Only the done marker makes a slide complete: a re-run first removes whatever a
 slide without one left under ``cells/`` and ``slides/``. Every file is written
-whole (a hidden temporary file renamed into place locally, one PUT on S3).
-"""
+whole (a hidden temporary file flushed to disk and renamed into place locally,
+one PUT on S3). State tables are never read-modify-written across runs: each
+run appends to files of its own, and readers combine them."""
 
 from __future__ import annotations
 
@@ -72,9 +78,11 @@ def slide_key(slide_id: str) -> str:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Paths of one output root; picklable, so Ray workers build their own."""
+    """Paths of one output root; picklable, so Ray workers build their own.
+    ``run_id`` names the run whose staging (``work``) and state files this is."""
 
     out: str
+    run_id: str = ""
 
     @cached_property
     def _fs_root(self) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -105,13 +113,17 @@ class RunLayout:
         return self.path("state", "done", f"{slide_key(slide_id)}.json")
 
     def work(self, *parts: str) -> str:
-        return self.path("_work", *parts)
+        """Staging of this run (``_work/<run_id>/…``)."""
+        if not self.run_id:
+            raise ValueError("staging belongs to a run: RunLayout(out, run_id)")
+        return self.path("_work", self.run_id, *parts)
 
     def slide_work(self, slide_id: str, *parts: str) -> str:
         return self.work("slides", slide_key(slide_id), *parts)
 
-    def wave_cells(self, wave: int) -> str:
-        return self.work("cells", f"wave-{wave:05d}")
+    def wave_cells(self, attempt: int) -> str:
+        """Cells staged by one pipeline attempt (a wave, or part of one retried apart)."""
+        return self.work("cells", f"attempt-{attempt:05d}")
 
     # -- writing -----------------------------------------------------------------
 
@@ -124,6 +136,7 @@ class RunLayout:
             tmp = Path(path).with_name(f".tmp-{os.getpid()}-{name}")  # same suffix
             try:
                 yield tmp
+                _flush(tmp)
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -181,8 +194,11 @@ class RunLayout:
         return {unquote(n.removesuffix(".json")) for n in names if n.endswith(".json")}
 
     def reset(self, pending: set[str]) -> None:
-        """Forget the staging area and anything a not-done slide left behind."""
-        self.remove(self.work())
+        """Forget earlier runs' staging and anything a not-done slide left behind
+        (call it holding the lease: no other run is alive to stage anything)."""
+        for name in self.children(self.path("_work")):
+            if name != self.run_id:
+                self.remove(self.path("_work", name))
         keys = {slide_key(s) for s in pending}
         for name in self.children(self.path("cells")):
             if name.startswith("slide_id=") and name.removeprefix("slide_id=") in keys:
@@ -201,33 +217,45 @@ class RunLayout:
         with self.target(path) as tmp:
             pq.write_table(table, tmp)
 
+    def _run_tables(self, folder: str) -> list[pd.DataFrame]:
+        """Every run's table in ``state/<folder>/``, oldest run first."""
+        names = sorted(
+            n for n in self.children(self.path("state", folder)) if n.endswith(".parquet")
+        )
+        found = (self._read_table(self.path("state", folder, n)) for n in names)
+        return [t for t in found if t is not None]
+
+    def _own_table(self, folder: str) -> str:
+        if not self.run_id:
+            raise ValueError("state tables are written by a run: RunLayout(out, run_id)")
+        return self.path("state", folder, f"{self.run_id}.parquet")
+
     def failures(self) -> pd.DataFrame:
-        """Every recorded slide failure, oldest first."""
-        found = self._read_table(self.path("state", "failures.parquet"))
-        return found if found is not None else FAILURES.empty_table().to_pandas()
+        """Every recorded slide failure, oldest first, each slide's attempts numbered."""
+        tables = self._run_tables("failures")
+        if not tables:
+            return FAILURES.empty_table().to_pandas()
+        found = pd.concat(tables, ignore_index=True).sort_values("time", kind="stable")
+        found["attempt"] = found.groupby("slide_id").cumcount().astype("int64") + 1
+        return found[FAILURES.names].reset_index(drop=True)
 
     def record_failures(self, rows: list[dict[str, str]]) -> None:
-        """Append ``slide_id, stage, error`` rows, numbering each slide's attempts."""
+        """Append ``slide_id, stage, error`` rows to this run's failures file."""
         if not rows:
             return
-        old = self.failures()
+        path = self._own_table("failures")
         now = datetime.now(UTC).replace(microsecond=0)
-        seen = old["slide_id"].value_counts().to_dict()
-        new = []
-        for row in rows:
-            seen[row["slide_id"]] = seen.get(row["slide_id"], 0) + 1
-            new.append({**row, "attempt": seen[row["slide_id"]], "time": now})
-        table = pa.concat_tables(
-            [
-                pa.Table.from_pandas(old, schema=FAILURES, preserve_index=False),
-                pa.Table.from_pylist(new, schema=FAILURES),
-            ]
+        new = pa.Table.from_pylist(
+            [{**row, "time": now} for row in rows], schema=FAILURES.remove(3)
         )
-        self._write_table(self.path("state", "failures.parquet"), table)
+        old = self._read_table(path)
+        if old is not None:
+            new = pa.concat_tables([pa.Table.from_pandas(old, schema=new.schema), new])
+        self._write_table(path, new)
 
     def record_slides(self, rows: list[dict[str, Any]]) -> None:
-        """Upsert summary rows into ``state/slides.parquet``."""
-        path = self.path("state", "slides.parquet")
+        """Upsert summary rows into this run's ``state/slides/<run>.parquet``."""
+        path = self._own_table("slides")
         old = self._read_table(path)
         new = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
         if old is not None:
@@ -237,5 +265,53 @@ class RunLayout:
 
     def slides(self) -> pd.DataFrame:
         """The latest summary row of every slide ever attempted."""
-        found = self._read_table(self.path("state", "slides.parquet"))
-        return found if found is not None else pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+        tables = self._run_tables("slides")
+        if not tables:
+            return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+        found = pd.concat(tables, ignore_index=True)
+        found = found.drop_duplicates("slide_id", keep="last")
+        return found.sort_values("slide_id", kind="stable").reset_index(drop=True)
+
+    # -- the manifest and the run history --------------------------------------
+
+    def record_manifest(self, slide_ids: list[str]) -> None:
+        """The slides of this run's manifest: readers leave out done slides not in it."""
+        self.write_json(self.path("state", "manifest.json"), {"slide_ids": slide_ids})
+
+    def current_slides(self) -> tuple[list[str], list[str]]:
+        """Done slides that are in the latest run's manifest, and those that left it
+        (both sorted). Without a recorded manifest every done slide is current."""
+        done = sorted(self.done_slides())
+        path = self.path("state", "manifest.json")
+        if not self.fs.exists(path):
+            return done, []
+        listed = set(self.read_json(path)["slide_ids"])
+        return [s for s in done if s in listed], [s for s in done if s not in listed]
+
+    def record_run(self, record: dict[str, Any]) -> None:
+        """``state/run.json``: this run's record on top, earlier ones kept under ``history``."""
+        path = self.path("state", "run.json")
+        history: list[dict[str, Any]] = []
+        if self.fs.exists(path):
+            last = self.read_json(path)
+            history = [*last.pop("history", []), last]
+        self.write_json(path, {**record, "history": history})
+
+
+def left_out_line(shown: str, left: list[str]) -> str:
+    """The line readers print for done slides that left the manifest."""
+    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+    return (
+        f"{shown}: {len(left)} done slides are not in the latest run's manifest and are "
+        f"left out: {', '.join(left[:5])}{more}"
+    )
+
+
+def _flush(path: Path) -> None:
+    """Make a written file durable before it is renamed into place (a done marker
+    must never survive a crash that the cells it vouches for did not)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ghist_ray.errors import GhistError
 from ghist_ray.slides.tissue import TissueMask
 
 
@@ -79,9 +80,12 @@ def tile_grid(
     overlap_px: int,
     tissue: TissueMask | None,
     min_tissue: float,
+    max_tiles: int | None = None,
 ) -> TileGrid:
     """Tiles of ``patch_px`` at ``target_mpp`` covering a ``slide_dims`` (w, h) slide,
     keeping those with tissue fraction ≥ ``min_tissue`` (all, if ``tissue`` is None).
+    A grid of more than ``max_tiles`` positions is refused before it is built: a
+    wrong µm/px can ask for billions.
 
     Example: a 0.25 µm/px slide, 256 px patches at 0.5 µm/px with 32 px overlap
     read 512 level-0 px every 448::
@@ -102,6 +106,11 @@ def tile_grid(
     width, height = slide_dims
     n_cols = 1 + max(0, math.ceil((width - size_l0) / stride_l0))
     n_rows = 1 + max(0, math.ceil((height - size_l0) / stride_l0))
+    if max_tiles is not None and n_rows * n_cols > max_tiles:
+        raise GhistError(
+            f"{n_rows * n_cols:,} tile positions at {slide_mpp:.4g} µm/px, more than the "
+            f"{max_tiles:,} allowed (infer.max_tiles_per_slide); is the µm/px right?"
+        )
     row, col = (a.ravel() for a in np.indices((n_rows, n_cols), dtype=np.int64))
     x0, y0 = col * stride_l0, row * stride_l0
     if tissue is None:

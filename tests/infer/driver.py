@@ -2,6 +2,10 @@
 the driver, take a node away, or need a fresh environment (S3 credentials).
 
     python -m tests.infer.driver MANIFEST MODEL OUT [--wave-slides N] [--nodes 2 --drop-node]
+                                 [--poison] [--set key=value ...]
+
+``--poison`` installs ``tests.infer.poison`` in every worker (slides whose URI
+contains ``poison`` kill their reader); ``--set`` overrides InferConfig fields.
 
 Prints the run summary as JSON on its last line.
 """
@@ -25,7 +29,7 @@ from tests.infer.conftest import TEST_CONFIG
 
 def _drop_node_mid_run(cluster: Cluster, node: object, staged: Path) -> None:
     """Remove ``node`` as soon as the first cells are staged (the run is mid-way)."""
-    while not any(staged.rglob("*.parquet")):
+    while not any(staged.glob("*/cells/*/*/*.parquet")):
         time.sleep(0.05)
     cluster.remove_node(node)
     print("driver: removed a worker node", flush=True)
@@ -39,9 +43,16 @@ def main() -> None:
     parser.add_argument("--wave-slides", type=int, default=TEST_CONFIG.wave_slides)
     parser.add_argument("--nodes", type=int, default=0, help="simulated worker nodes; 0 = local")
     parser.add_argument("--drop-node", action="store_true", help="remove one node mid-run")
+    parser.add_argument("--poison", action="store_true", help="poison slides kill their reader")
+    parser.add_argument("--set", action="append", default=[], help="InferConfig key=value")
     args = parser.parse_args()
-    config = TEST_CONFIG.model_copy(update={"wave_slides": args.wave_slides})
-    quiet = {"logging_level": logging.WARNING, "include_dashboard": False}
+    update = dict(item.split("=", 1) for item in args.set)
+    config = TEST_CONFIG.model_validate(
+        {**TEST_CONFIG.model_dump(), "wave_slides": args.wave_slides, **update}
+    )
+    quiet: dict = {"logging_level": logging.WARNING, "include_dashboard": False}
+    if args.poison:
+        quiet["runtime_env"] = {"worker_process_setup_hook": "tests.infer.poison.install"}
     if args.nodes:
         # The head holds the driver (and its objects) but runs no work; the workers do.
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
@@ -49,7 +60,7 @@ def main() -> None:
         ray.init(address=cluster.address, logging_level=logging.WARNING)
         config = config.model_copy(update={"model_actors": 2})
         if args.drop_node:
-            staged = Path(args.out) / "_work" / "cells"
+            staged = Path(args.out) / "_work"
             threading.Thread(
                 target=_drop_node_mid_run, args=(cluster, nodes[-1], staged), daemon=True
             ).start()

@@ -45,12 +45,12 @@ def test_unreadable_tile_is_dropped_and_recorded(scratched_slide: Path, tmp_path
     tiling = Tiling.for_model(MODEL, InferConfig(max_nucleus_um=4.0))
     source = SlideSource("scratched", str(scratched_slide))
     batch = _batch(tiling, source)  # 16 × 16 tiles of 64 level-0 px
-    out = tmp_path / "out"
-    read = TileReader(tiling, str(out))(batch)
+    layout = RunLayout(str(tmp_path / "out"), "run-1")
+    read = TileReader(tiling, layout)(batch)
     inside = (batch["x0"] >= 256) & (batch["x0"] < 512) & (batch["y0"] >= 256) & (batch["y0"] < 512)
     assert len(read["tile_index"]) == len(batch["tile_index"]) - inside.sum()
     assert read["image"].shape == (len(read["tile_index"]), 64, 64, 3)
-    bad = RunLayout(str(out)).bad_tiles("scratched")
+    bad = layout.bad_tiles("scratched")
     assert sorted(bad) == sorted(batch["tile_index"][inside].tolist())
     assert all(b["stage"] == "read" and "Decoding error" in b["error"] for b in bad.values())
 
@@ -58,7 +58,8 @@ def test_unreadable_tile_is_dropped_and_recorded(scratched_slide: Path, tmp_path
 def test_failed_model_batch_is_recorded_not_raised(tmp_path: Path) -> None:
     model_dir = save_model(GhistNet(MODEL), tmp_path / "model")
     files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
-    predictor = CellPredictor(files, str(tmp_path / "out"), min_nucleus_px=4, torch_threads=1)
+    layout = RunLayout(str(tmp_path / "out"), "run-1")
+    predictor = CellPredictor(files, layout, min_nucleus_px=4, torch_threads=1)
     batch = {
         "slide_id": np.array(["s", "s"], dtype=object),
         "tile_index": np.array([0, 1]),
@@ -70,5 +71,5 @@ def test_failed_model_batch_is_recorded_not_raised(tmp_path: Path) -> None:
     }
     rows = predictor(batch)
     assert len(rows["instance"]) == 0 and rows["expression"].shape == (0, 2)
-    bad = RunLayout(str(tmp_path / "out")).bad_tiles("s")
+    bad = layout.bad_tiles("s")
     assert sorted(bad) == [0, 1] and bad[0]["stage"] == "model"

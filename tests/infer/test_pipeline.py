@@ -44,7 +44,7 @@ def test_good_slides_complete_and_bad_ones_are_recorded(reference_run: Reference
             "nuclei.geojson",
         }
     assert not Path(layout.path("cells", "slide_id=corrupt")).exists()
-    assert not Path(layout.work()).exists()  # staging cleaned up
+    assert not Path(layout.path("_work")).exists()  # staging cleaned up
 
 
 def test_cells_equal_a_single_process_run_of_the_same_tiles(

@@ -16,8 +16,10 @@ def test_done_markers_survive_odd_slide_ids(tmp_path: Path) -> None:
 
 
 def test_failures_count_attempts_per_slide(tmp_path: Path) -> None:
-    layout = RunLayout(str(tmp_path))
-    layout.record_failures([{"slide_id": "a", "stage": "open", "error": "corrupt"}])
+    RunLayout(str(tmp_path), "run-1").record_failures(
+        [{"slide_id": "a", "stage": "open", "error": "corrupt"}]
+    )
+    layout = RunLayout(str(tmp_path), "run-2")
     layout.record_failures(
         [
             {"slide_id": "a", "stage": "open", "error": "corrupt"},
@@ -31,7 +33,9 @@ def test_failures_count_attempts_per_slide(tmp_path: Path) -> None:
 
 
 def test_reset_forgets_partial_work_but_keeps_done_slides(tmp_path: Path) -> None:
-    layout = RunLayout(str(tmp_path))
+    earlier = RunLayout(str(tmp_path), "run-1")
+    earlier.write_json(earlier.slide_work("partial", "plan.json"), {})
+    layout = RunLayout(str(tmp_path), "run-2")
     for sid in ("done", "partial"):
         for path in (layout.cells_file(sid), f"{layout.slide_dir(sid)}/qc.png"):
             with layout.target(path) as tmp:
@@ -43,11 +47,12 @@ def test_reset_forgets_partial_work_but_keeps_done_slides(tmp_path: Path) -> Non
     assert Path(layout.slide_dir("done"), "qc.png").exists()
     assert not Path(layout.cells_file("partial")).parent.exists()
     assert not Path(layout.slide_dir("partial")).exists()
-    assert not Path(layout.work()).exists()
+    assert not Path(earlier.work()).exists()
+    assert Path(layout.work()).exists()  # this run's own staging stays
 
 
 def test_bad_tiles_are_recorded_once_however_often_a_task_retries(tmp_path: Path) -> None:
-    layout = RunLayout(str(tmp_path))
+    layout = RunLayout(str(tmp_path), "run-1")
     bad = [{"tile_index": 3, "stage": "read", "error": "Bogus marker"}]
     layout.record_bad_tiles("s", bad)
     layout.record_bad_tiles("s", bad)  # a retried task
@@ -57,9 +62,35 @@ def test_bad_tiles_are_recorded_once_however_often_a_task_retries(tmp_path: Path
 
 
 def test_slide_summary_rows_are_upserted(tmp_path: Path) -> None:
-    layout = RunLayout(str(tmp_path))
+    layout = RunLayout(str(tmp_path), "run-1")
     layout.record_slides(
         [{"slide_id": "a", "status": "failed"}, {"slide_id": "b", "status": "done"}]
     )
-    layout.record_slides([{"slide_id": "a", "status": "done"}])
-    assert layout.slides()[["slide_id", "status"]].values.tolist() == [["a", "done"], ["b", "done"]]
+    layout.record_slides(
+        [{"slide_id": "a", "status": "failed"}, {"slide_id": "c", "status": "done"}]
+    )
+    RunLayout(str(tmp_path), "run-2").record_slides([{"slide_id": "a", "status": "done"}])
+    assert layout.slides()[["slide_id", "status"]].values.tolist() == [
+        ["a", "done"],
+        ["b", "done"],
+        ["c", "done"],
+    ]
+
+
+def test_two_runs_state_files_never_overwrite_each_other_lease(tmp_path: Path) -> None:
+    """Each run appends to files of its own: a second run's writes lose nothing."""
+    first, second = RunLayout(str(tmp_path), "run-1"), RunLayout(str(tmp_path), "run-2")
+    first.record_failures([{"slide_id": "a", "stage": "open", "error": "x"}])
+    second.record_failures([{"slide_id": "b", "stage": "open", "error": "y"}])
+    first.record_failures([{"slide_id": "c", "stage": "open", "error": "z"}])
+    assert sorted(first.failures()["slide_id"]) == ["a", "b", "c"]
+    assert first.work() != second.work()
+
+
+def test_run_json_keeps_the_history_of_runs_provenance(tmp_path: Path) -> None:
+    layout = RunLayout(str(tmp_path), "run-1")
+    layout.record_run({"run_id": "run-1", "done": 2})
+    RunLayout(str(tmp_path), "run-2").record_run({"run_id": "run-2", "done": 1})
+    record = layout.read_json(layout.path("state", "run.json"))
+    assert record["run_id"] == "run-2"
+    assert [r["run_id"] for r in record["history"]] == ["run-1"]
