@@ -35,8 +35,15 @@ SetOpt = Annotated[
 ]
 
 
+def _say(line: str, err: bool = False) -> None:
+    """Echo a progress or result line with every URI in it redacted."""
+    from ghist_ray.slides.redact import redact_text
+
+    typer.echo(redact_text(line), err=err)
+
+
 def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    _say(f"error: {message}", err=True)
     raise typer.Exit(2)
 
 
@@ -90,8 +97,8 @@ def synth(
             "synth.workers": workers,
         },
     )
-    summary = generate_cohort(cfg.synth, out, overwrite=overwrite, progress=typer.echo)
-    typer.echo(
+    summary = generate_cohort(cfg.synth, out, overwrite=overwrite, progress=_say)
+    _say(
         f"cohort: {summary['slides']} slides ({summary['xenium_slides']} with Xenium), "
         f"{summary['patients']} patients, {summary['cells']:,} cells in "
         f"{summary['seconds']} s -> {out}"
@@ -120,9 +127,9 @@ def prepare(
     cfg = _config(config, set_)
     state = shards_state(out) if resume else "other"
     if state == "complete":
-        typer.echo(f"prepare: {out} is complete ({META} present); nothing to do")
+        _say(f"prepare: {out} is complete ({META} present); nothing to do")
         return
-    run_prepare(cfg.prepare, manifest, reference, out, overwrite or state == "partial", typer.echo)
+    run_prepare(cfg.prepare, manifest, reference, out, overwrite or state == "partial", _say)
 
 
 @app.command()
@@ -140,7 +147,7 @@ def train(
     from ghist_ray.train import run_train
 
     cfg = _config(config, set_, **{"train.tracking_uri": tracking_uri})
-    run_train(cfg.train, shards, out, progress=typer.echo)
+    run_train(cfg.train, shards, out, progress=_say)
 
 
 @app.command()
@@ -159,7 +166,7 @@ def evaluate(
     report = load_and_evaluate(str(fetch_model(model, tracking_uri)), shards, split, out)
     for key, value in report.metrics.items():
         typer.echo(f"{key:>22}: {value:.4g}")
-    typer.echo(f"evaluation written to {out}")
+    _say(f"evaluation written to {out}")
 
 
 @app.command()
@@ -196,14 +203,24 @@ def infer(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    redo_changed: Annotated[
+        bool,
+        typer.Option(
+            help="recompute done slides made by another model, settings, file or µm/px "
+            "(without it such a re-run is refused)"
+        ),
+    ] = False,
 ) -> None:
-    """Predict every cell of every slide into per-cell Parquet; exits 1 if slides failed."""
+    """Predict every cell of every slide into per-cell Parquet; exits 1 if slides failed,
+    2 if another run holds --out or done slides were made differently."""
     from ghist_ray.infer import run_infer
 
     cfg = _config(config, set_)
-    summary = run_infer(cfg.infer, manifest, model, out, tracking_uri, progress=typer.echo)
+    summary = run_infer(
+        cfg.infer, manifest, model, out, tracking_uri, progress=_say, redo_changed=redo_changed
+    )
     for failure in summary.failures:
-        typer.echo(f"failed: {failure['slide_id']} ({failure['stage']}): {failure['error']}")
+        _say(f"failed: {failure['slide_id']} ({failure['stage']}): {failure['error']}")
     if summary.failed:
         typer.echo(
             f"infer: {summary.failed} of {summary.slides} slides failed; "
@@ -237,11 +254,9 @@ def survival(
     from ghist_ray.cohort import run_survival
 
     cfg = _config(config, set_, **{"survival.features": feature or None})
-    report = run_survival(
-        cfg.survival, cells, clinical, out, tracking_uri, manifest, progress=typer.echo
-    )
+    report = run_survival(cfg.survival, cells, clinical, out, tracking_uri, manifest, progress=_say)
     typer.echo(report.cox.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    typer.echo(
+    _say(
         f"survival written to {out}; MLflow run {report.run_id}: "
         f"mlflow ui --backend-store-uri {report.tracking_uri}"
     )
@@ -266,7 +281,7 @@ def compare(
     table = compare_models(models, tracking_uri, out, metric or EVAL_METRICS)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if out is not None:
-        typer.echo(f"comparison written to {out / 'compare.csv'} and {out / 'compare.png'}")
+        _say(f"comparison written to {out / 'compare.csv'} and {out / 'compare.png'}")
 
 
 CellsOpt = Annotated[str, typer.Option(help="inference output root (cells/, state/), or s3://")]
@@ -295,7 +310,7 @@ def spots(
     from ghist_ray.analysis import run_spots
 
     cfg = _config(config, set_, **{"spots.grid": grid})
-    report = run_spots(cfg.spots, cells, out, truth, tracking_uri, progress=typer.echo)
+    report = run_spots(cfg.spots, cells, out, truth, tracking_uri, progress=_say)
     if "eval_summary" in report.tables:
         typer.echo(report.tables["eval_summary"].describe().to_string(float_format="{:.3f}".format))
 
@@ -315,7 +330,7 @@ def cluster(
 
     cfg = _config(config, set_)
     report = run_cluster(
-        cfg.cluster, cells, out, cfg.survival.patient_pattern, manifest, tracking_uri, typer.echo
+        cfg.cluster, cells, out, cfg.survival.patient_pattern, manifest, tracking_uri, _say
     )
     typer.echo(report.tables["clusters"].to_string(float_format="{:.2f}".format))
 
@@ -335,7 +350,7 @@ def spatial(
 
     cfg = _config(config, set_)
     report = run_spatial(
-        cfg.spatial, cells, out, cfg.survival.patient_pattern, manifest, tracking_uri, typer.echo
+        cfg.spatial, cells, out, cfg.survival.patient_pattern, manifest, tracking_uri, _say
     )
     typer.echo(report.tables["cohort"].to_string(float_format="{:.2f}".format))
 
@@ -350,7 +365,7 @@ def demo(
     """Run the whole mission on embedded defaults (stages built so far)."""
     from ghist_ray.demo import run_demo
 
-    run_demo(_config(config, set_, out=out), progress=typer.echo)
+    run_demo(_config(config, set_, out=out), progress=_say)
 
 
 def main() -> None:
