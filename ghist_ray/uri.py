@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,7 +53,8 @@ def staged_output(
     """A local folder to write into; moved (or uploaded) to ``uri`` on success only.
 
     Object stores have no atomic rename, so there the file named ``marker`` is
-    uploaded last: readers treat its presence as "complete".
+    uploaded last: readers treat its presence as "complete". An old output is
+    replaced, never deleted before the new one is complete.
     """
     check_fresh(uri, overwrite, storage_options)
     if is_remote(uri):
@@ -66,11 +67,13 @@ def staged_output(
         yield stage
         if is_remote(uri):
             fs, path = filesystem(uri, storage_options)
-            if overwrite and fs.exists(path):
-                fs.rm(path, recursive=True)
-            files = sorted(p for p in stage.rglob("*") if p.is_file() and p.name != marker)
-            for p in [*files, stage / marker]:
-                fs.put_file(str(p), f"{path}/{p.relative_to(stage).as_posix()}")
+            files = {
+                p.relative_to(stage).as_posix(): p
+                for p in sorted(stage.rglob("*"))
+                if p.is_file() and p.name != marker
+            }
+            _replace_remote(fs, path, marker, files, lambda f, dst: fs.put_file(str(f), dst))
+            fs.put_file(str(stage / marker), f"{path}/{marker}")
         else:
             _move_into_place(stage, final)
     finally:
@@ -83,22 +86,33 @@ def committed_prefix(
 ) -> Iterator[str]:
     """A URI that distributed writers (Ray workers) fill; it becomes ``uri`` on success.
 
-    Locally that is a hidden sibling folder renamed into place at the end. On an
-    object store there is no rename: the writers write under ``uri`` itself and
-    the caller writes ``marker`` last, so an incomplete output never has one; on
-    failure the prefix is removed.
+    The writers write into a hidden sibling (``.<name>.partial-*`` locally, a
+    ``<name>.partial-*`` prefix on an object store) and the caller writes
+    ``marker`` there last. Locally the sibling is renamed into place; on an
+    object store its objects are copied over (server-side) with the marker last.
+    An old output is kept until the new one is complete; on failure the
+    sibling is removed and the old output stays as it was.
     """
     check_fresh(uri, overwrite, storage_options)
     fs, path = filesystem(uri, storage_options)
     if is_remote(uri):
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        partial = f"{path.rstrip('/')}.partial-{os.urandom(4).hex()}"
+        scheme = uri.split("://", 1)[0]
         try:
-            yield uri
-        except BaseException:
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
-            raise
+            yield f"{scheme}://{partial}"
+            fs.invalidate_cache(partial)
+            if not fs.exists(f"{partial}/{marker}"):
+                raise GhistError(f"{uri}: output incomplete ({marker} was not written)")
+            files = {
+                f.removeprefix(partial).lstrip("/"): f
+                for f in fs.find(partial)
+                if not f.endswith(f"/{marker}")
+            }
+            _replace_remote(fs, path, marker, files, fs.copy)
+            fs.copy(f"{partial}/{marker}", f"{path}/{marker}")
+        finally:
+            if fs.exists(partial):
+                fs.rm(partial, recursive=True)
         return
     final = Path(uri).absolute()
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -112,10 +126,38 @@ def committed_prefix(
         _discard(stage)
 
 
+def _replace_remote(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    marker: str,
+    files: dict[str, object],
+    send: Callable[[object, str], None],
+) -> None:
+    """Put ``files`` (relative name → source) under ``path`` in place of what is
+    there, all but the marker: the old marker goes first (from then on readers see
+    an incomplete output, not a mixed one), old objects the new output does not
+    have go last. The caller puts the new marker after this."""
+    fs.invalidate_cache(path)
+    old = set(fs.find(path)) if fs.exists(path) else set()
+    if f"{path}/{marker}" in old:
+        fs.rm(f"{path}/{marker}")
+    for name, source in files.items():
+        send(source, f"{path}/{name}")
+    stale = sorted(old - {f"{path}/{name}" for name in files} - {f"{path}/{marker}"})
+    if stale:
+        fs.rm(stale)
+
+
 def _move_into_place(stage: Path, final: Path) -> None:
+    """Rename ``stage`` to ``final``; an old ``final`` is set aside first and only
+    deleted once the new one is in place."""
+    aside = None
     if final.exists():
-        shutil.rmtree(final)
+        aside = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, aside / final.name)
     os.replace(stage, final)
+    if aside is not None:
+        shutil.rmtree(aside)
 
 
 def _discard(stage: Path) -> None:
