@@ -4,9 +4,9 @@ An explicit override (the manifest's ``mpp`` column, for slides whose metadata
 is missing or wrong) wins. Otherwise: OpenSlide's ``openslide.mpp-x/y``, which
 OpenSlide 4 also derives from TIFF resolution tags in centimetres or inches;
 then ``PhysicalSizeX/Y`` of OME-XML in the image description, which OpenSlide
-does not parse. A metadata value outside ``PLAUSIBLE`` is refused rather than
-used: 72 or 96 dpi written by image libraries (352.8 / 264.6 µm/px) are
-defaults, not scans, and tiling at them would silently produce nonsense.
+does not parse. A value outside ``PLAUSIBLE`` is refused rather than used: 72
+or 96 dpi written by image libraries (352.8 / 264.6 µm/px) are defaults, not
+scans, and an override of 250 (mm typed for µm?) would ask for 10¹⁰ tiles.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ghist_ray.errors import GhistError
 
 log = logging.getLogger(__name__)
 
-PLAUSIBLE = (0.01, 50.0)  # µm/px: from beyond-100× scans to coarse overview images
+PLAUSIBLE = (0.05, 20.0)  # µm/px: from 200× scans to coarse overview images
 _OME_SIZE = re.compile(r'PhysicalSize([XY])="([0-9.eE+-]+)"')
 _OME_UNIT = re.compile(r'PhysicalSize[XY]Unit="([^"]*)"')
 
@@ -42,8 +42,12 @@ def slide_mpp(props: Mapping[str, str], override: float | None, name: str) -> tu
     """Level-0 µm/px and where it came from: ``override``, ``openslide`` or ``ome``."""
     found = _metadata_mpp(props)
     if override is not None:
-        if not override > 0:
-            raise GhistError(f"{name}: mpp override must be positive, got {override}")
+        low, high = PLAUSIBLE
+        if not low <= override <= high:
+            raise GhistError(
+                f"{name}: mpp override {override} µm/px is not a scan resolution "
+                f"(accepted: {low}–{high})"
+            )
         if found is not None and abs(found[0] - override) > 0.05 * override:
             x, _, source = found
             log.warning("%s: mpp override %.4g replaces %.4g from %s", name, override, x, source)

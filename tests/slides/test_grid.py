@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ghist_ray.errors import GhistError
 from ghist_ray.slides import TileGrid, detect_tissue, open_slide, owns, tile_grid
 
 
@@ -103,3 +104,9 @@ def test_bad_parameters_are_refused() -> None:
         tile_grid((1000, 1000), 0.25, 0.25, 256, 256, tissue=None, min_tissue=0.0)
     with pytest.raises(ValueError, match="positive"):
         tile_grid((1000, 1000), 0.0, 0.25, 256, 0, tissue=None, min_tissue=0.0)
+
+
+def test_poison_grid_beyond_the_tile_cap_is_refused_before_it_is_built() -> None:
+    """A wrong µm/px (or a huge slide) fails with one line, not 10¹⁰ arrays."""
+    with pytest.raises(GhistError, match=r"10,000,000,000 tile positions .*max_tiles_per_slide"):
+        tile_grid((100_000, 100_000), 250.0, 0.5, 256, 0, None, 0.0, max_tiles=2_000_000)
