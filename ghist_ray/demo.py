@@ -18,6 +18,7 @@ from ghist_ray import tracking, uri
 from ghist_ray.config import PipelineConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.shards import META, ShardMeta
+from ghist_ray.slides.redact import redact
 from ghist_ray.synth import MARKER, generate_cohort
 
 Progress = Callable[[str], None]
@@ -151,5 +152,5 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
         )
     )
     progress(f"demo: summary at {page}")
-    progress(f"demo: MLflow UI: mlflow ui --backend-store-uri {tracking_uri}")
+    progress(f"demo: MLflow UI: mlflow ui --backend-store-uri {redact(tracking_uri)}")
     return page

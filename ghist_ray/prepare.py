@@ -26,7 +26,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.manifest import read_manifest
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.shards import META, SCHEMA, ShardMeta, encode_tile
-from ghist_ray.slides import open_slide, tile_grid
+from ghist_ray.slides import open_slide, redact, tile_grid
 from ghist_ray.xenium import Alignment, read_xenium, validate_alignment
 from ghist_ray.xenium.pairs import LabelRules, PairedSlide, build_pair, label_tile
 from ghist_ray.xenium.splits import split_band, split_slides
@@ -277,6 +277,6 @@ def run_prepare(
         meta.write(target)
     progress(
         f"prepare: {meta.tiles} tiles from {len(plans)} slides in "
-        f"{time.perf_counter() - start:.0f} s -> {out}"
+        f"{time.perf_counter() - start:.0f} s -> {redact(out)}"
     )
     return meta

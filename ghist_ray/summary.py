@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ghist_ray.inference.state import RunLayout
+from ghist_ray.slides.redact import redact
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -143,9 +144,10 @@ def _survival(inputs: SummaryInputs) -> str:
 
 def write_summary(inputs: SummaryInputs, title: str = "ghist_ray demo") -> Path:
     """Write ``<root>/summary.html`` and return its path."""
-    db = inputs.tracking_uri.removeprefix("sqlite:///")
+    store = redact(inputs.tracking_uri)
+    db = store.removeprefix("sqlite:///")
     mlflow = (
-        f"<h2>MLflow</h2><p>Every stage is a run in <code>{html.escape(inputs.tracking_uri)}</code>"
+        f"<h2>MLflow</h2><p>Every stage is a run in <code>{html.escape(store)}</code>"
         f" (training run <code>{html.escape(inputs.train_run_id)}</code>). Open it with "
         f"<code>mlflow ui --backend-store-uri sqlite:///{html.escape(db)}</code>.</p>"
     )

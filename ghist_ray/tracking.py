@@ -4,10 +4,17 @@ The default store is an embedded SQLite database under the output root, so a
 laptop needs no server; ``tracking_uri`` points anywhere else (a server, a
 shared database). Everything goes through ``MlflowClient`` with explicit run
 ids, so a Ray Train worker can log to the run the driver opened.
+
+Tags, params and logged texts pass through :func:`~ghist_ray.slides.redact.redact_text`
+here, so a credential in a URI (``http://user:pw@host``, ``s3://key:secret@…``, a
+presigned URL) never reaches the store, whichever stage logs it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from ghist_ray import uri
 from ghist_ray.errors import GhistError
+from ghist_ray.slides.redact import redact, redact_text
 
 EXPERIMENT = "ghist_ray"
 NAME_TAG = "ghist_ray.run_name"
@@ -28,7 +36,7 @@ def default_tracking_uri(out: str, explicit: str | None) -> str:
     if explicit:
         return explicit
     if uri.is_remote(out):
-        raise GhistError(f"{out}: remote output needs an explicit tracking_uri for MLflow")
+        raise GhistError(f"{redact(out)}: remote output needs an explicit tracking_uri for MLflow")
     root = Path(out).absolute()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
@@ -36,6 +44,18 @@ def default_tracking_uri(out: str, explicit: str | None) -> str:
 
 def client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _clean(values: Mapping[str, object]) -> dict[str, str]:
+    return {k: redact_text(str(v)) for k, v in values.items()}
+
+
+def create_run(tracking_uri: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """A new run of the ghist_ray experiment with these (redacted) tags; its id."""
+    c = client(tracking_uri)
+    return c.create_run(
+        experiment_id(tracking_uri), run_name=run_name, tags=_clean(tags)
+    ).info.run_id
 
 
 def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
@@ -64,7 +84,7 @@ def open_run(tracking_uri: str, run_name: str, tags: Mapping[str, str] | None = 
     if unfinished:
         return unfinished[0].info.run_id
     return c.create_run(
-        exp, run_name=run_name, tags={NAME_TAG: run_name, **(tags or {})}
+        exp, run_name=run_name, tags=_clean({NAME_TAG: run_name, **(tags or {})})
     ).info.run_id
 
 
@@ -80,13 +100,13 @@ def log_params(tracking_uri: str, run_id: str, params: Mapping[str, object]) -> 
     """Params are write-once in MLflow: on resume, already-logged values are skipped."""
     c = client(tracking_uri)
     logged = c.get_run(run_id).data.params
-    fresh = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
+    fresh = [Param(k, v[:6000]) for k, v in _clean(params).items() if k not in logged]
     if fresh:
         c.log_batch(run_id, params=fresh)
 
 
 def log_text(tracking_uri: str, run_id: str, text: str, artifact_file: str) -> None:
-    client(tracking_uri).log_text(run_id, text, artifact_file)
+    client(tracking_uri).log_text(run_id, redact_text(text), artifact_file)
 
 
 def log_artifacts(tracking_uri: str, run_id: str, local_dir: Path, artifact_path: str) -> None:
@@ -95,7 +115,11 @@ def log_artifacts(tracking_uri: str, run_id: str, local_dir: Path, artifact_path
 
 def finish_run(tracking_uri: str, run_id: str, failed: bool = False) -> None:
     status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
-    client(tracking_uri).set_terminated(run_id, status)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # a server's run URL, login included
+        client(tracking_uri).set_terminated(run_id, status)
+    if printed.getvalue():
+        sys.stdout.write(redact_text(printed.getvalue()))
 
 
 def register_model(
@@ -108,7 +132,7 @@ def register_model(
     except MlflowException:
         c.create_registered_model(name, description="GHIST models trained by ghist_ray")
     source = f"{c.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    version = c.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+    version = c.create_model_version(name, source, run_id=run_id, tags=_clean(tags))
     return version.version
 
 
@@ -124,9 +148,11 @@ def fetch_model(model_uri: str, tracking_uri: str | None) -> Path:
         source = c.get_model_version_download_uri(name, version or "1")
     except MlflowException as exc:
         raise GhistError(
-            f"{model_uri}: not in the registry at {tracking_uri} ({exc.error_code})"
+            f"{model_uri}: not in the registry at {redact(tracking_uri)} ({exc.error_code})"
         ) from None
     from mlflow.artifacts import download_artifacts
 
     target = Path(tempfile.mkdtemp(prefix="ghist_ray-model-"))
-    return Path(download_artifacts(artifact_uri=source, dst_path=str(target)))
+    # The store's own URI: a server's ``mlflow-artifacts:/`` source is fetched through it.
+    found = download_artifacts(artifact_uri=source, dst_path=str(target), tracking_uri=tracking_uri)
+    return Path(found)

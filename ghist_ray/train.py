@@ -50,6 +50,7 @@ from ghist_ray.model import (
 )
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.shards import SCHEMA, ShardMeta, decode_image, rows_to_batch
+from ghist_ray.slides.redact import redact
 
 STATE_FILE = "train_state.pt"
 MODEL_DIR = "model"
@@ -412,7 +413,7 @@ def run_train(
         run_id,
         {
             **config.model_dump(exclude={"gene_panel"}),
-            "shards": shards,
+            "shards": redact(shards),
             "genes": len(meta.genes),
             "types": ",".join(meta.type_names),
             "train_tiles": meta.tiles["train"],
@@ -462,8 +463,8 @@ def run_train(
         datasets=datasets,
     )
     progress(
-        f"train: {config.name} on {config.num_workers} worker(s), storage {storage}, "
-        f"MLflow run {run_id} at {tracking_uri}"
+        f"train: {config.name} on {config.num_workers} worker(s), storage {redact(storage)}, "
+        f"MLflow run {run_id} at {redact(tracking_uri)}"
     )
     try:
         result = trainer.fit()
@@ -514,6 +515,6 @@ def run_train(
     progress(
         f"train: model at {model_dir}"
         + (f", registered as models:/{config.register_as}/{version}" if version else "")
-        + f"; MLflow: mlflow ui --backend-store-uri {tracking_uri}"
+        + f"; MLflow: mlflow ui --backend-store-uri {redact(tracking_uri)}"
     )
     return TrainResult(model_dir, run_id, tracking_uri, version, metrics)

@@ -65,7 +65,7 @@ def run_spots(
     truth = CellsRun(truth_uri) if truth_uri else None
     paired = [s for s in run.slides if truth is not None and s in truth.slides]
     if truth is not None and not paired:
-        raise GhistError(f"{truth_uri}: no done slide in common with {cells_uri}")
+        raise GhistError(f"{redact(truth_uri)}: no done slide in common with {redact(cells_uri)}")
     params = {"truth": redact(truth_uri) if truth_uri else ""}
     with stage_run("spots", config, cells_uri, out, tracking_uri, params) as stage:
         (stage.dir / "spots").mkdir()
@@ -160,7 +160,7 @@ def run_spots(
     )
     if evals:
         line += f"; median PCC spot {m['pcc_spot_median']:.3f} vs cell {m['pcc_cell_median']:.3f}"
-    progress(f"{line} -> {out}; MLflow run {stage.run_id}")
+    progress(f"{line} -> {redact(out)}; MLflow run {stage.run_id}")
     return AnalysisReport(out, stage.tracking_uri, stage.run_id, stage.metrics, tables)
 
 
@@ -263,7 +263,7 @@ def run_cluster(
     progress(
         f"cluster: {len(model.clusters)} clusters on {int(m['n_sample'])} sampled cells "
         f"(ARI vs predicted types {m['ari_sample_vs_predicted_type']:.2f}); "
-        f"{int(m['n_cells'])} cells assigned -> {out}; MLflow run {stage.run_id}"
+        f"{int(m['n_cells'])} cells assigned -> {redact(out)}; MLflow run {stage.run_id}"
     )
     tables = {"clusters": clusters, "markers": table, "slides": per_slide, "patients": per_patient}
     return AnalysisReport(out, stage.tracking_uri, stage.run_id, stage.metrics, tables)
@@ -332,7 +332,7 @@ def run_spatial(
         )
     progress(
         f"spatial: {len(run.slides)} slides, {len(per_slide.columns)} features per slide "
-        f"-> {out}; MLflow run {stage.run_id}"
+        f"-> {redact(out)}; MLflow run {stage.run_id}"
     )
     tables = {
         "nhood": nhood,

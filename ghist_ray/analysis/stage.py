@@ -62,8 +62,7 @@ def stage_run(
     store = tracking.default_tracking_uri(out, tracking_uri)
     run_name = getattr(config, "run_name", name)
     tags = {tracking.NAME_TAG: run_name, STAGE_TAG: name, **inference_links(cells_uri, store)}
-    c = tracking.client(store)
-    run_id = c.create_run(tracking.experiment_id(store), run_name=run_name, tags=tags).info.run_id
+    run_id = tracking.create_run(store, run_name, tags)
     stage = Path(tempfile.mkdtemp(prefix=f"ghist_ray-{name}-"))
     run = StageRun(name, stage, run_id, store)
     marker = f"{name}.json"
@@ -75,7 +74,7 @@ def stage_run(
         (stage / "metrics.json").write_text(json.dumps(run.metrics, indent=1))
         report = {
             "run_id": run_id,
-            "tracking_uri": store,
+            "tracking_uri": redact(store),
             "cells": redact(cells_uri),
             "metrics": run.metrics,
             "links": tags,

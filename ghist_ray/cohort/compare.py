@@ -28,6 +28,7 @@ from ghist_ray import tracking
 from ghist_ray.cohort.plots import plot_compare
 from ghist_ray.cohort.run import MODEL_NAME_TAG, MODEL_VERSION_TAG, STAGE_TAG, TRAIN_RUN_TAG
 from ghist_ray.errors import GhistError
+from ghist_ray.slides.redact import redact
 
 EVAL_METRICS = (
     "eval_pcc_median_svg20",
@@ -55,7 +56,7 @@ def _get_run(c: MlflowClient, run_id: str, spec: str, tracking_uri: str) -> Run:
     try:
         return c.get_run(run_id)
     except MlflowException:
-        raise GhistError(f"{spec}: no such run in {tracking_uri}") from None
+        raise GhistError(f"{spec}: no such run in {redact(tracking_uri)}") from None
 
 
 def _latest_survival(c: MlflowClient, **tags: str) -> Run | None:
@@ -88,7 +89,7 @@ def resolve(spec: str, tracking_uri: str) -> ModelRuns:
     try:
         found = c.get_model_version(name, version)
     except MlflowException:
-        raise GhistError(f"{spec}: not in the registry at {tracking_uri}") from None
+        raise GhistError(f"{spec}: not in the registry at {redact(tracking_uri)}") from None
     train = _get_run(c, found.run_id, spec, tracking_uri) if found.run_id else None
     survival = None
     if train is not None:
@@ -127,7 +128,8 @@ def compare_models(
     table = table.drop(columns=empty)
     if not [c for c in table.columns if c not in ("model", "train_run_id", "survival_run_id")]:
         raise GhistError(
-            f"{tracking_uri}: none of {list(specs)} has evaluation or survival metrics logged"
+            f"{redact(tracking_uri)}: none of {list(specs)} has evaluation or survival metrics "
+            "logged"
         )
     if out is not None:
         folder = Path(out)

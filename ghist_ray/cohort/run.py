@@ -390,7 +390,7 @@ def inference_links(cells_uri: str, tracking_uri: str) -> dict[str, str]:
     path = layout.path("state", "run.json")
     info: dict[str, Any] = layout.read_json(path) if layout.fs.exists(path) else {}
     tags = {
-        f"ghist_ray.{key}": str(info[src])
+        f"ghist_ray.{key}": redact(str(info[src]))
         for key, src in (
             ("model", "model"),
             ("inference_run_id", "mlflow_run_id"),
@@ -429,11 +429,11 @@ def run_survival(
     started = time.perf_counter()
     clinical = read_clinical(clinical_uri, config.clinical, warn=progress)
     progress(
-        f"survival: clinical {clinical_uri}: {len(clinical.patients)} patients "
+        f"survival: clinical {redact(clinical_uri)}: {len(clinical.patients)} patients "
         f"({clinical.layout} layout, times in {clinical.time_unit})"
     )
     stats = cohort_stats(cells_uri, config, progress)
-    progress(f"survival: features of {len(stats.index)} done slides from {cells_uri}")
+    progress(f"survival: features of {len(stats.index)} done slides from {redact(cells_uri)}")
     cohort = join_cohort(stats, clinical, config, cells_uri, manifest_uri, progress)
     found = analyse(config, cohort, progress)
     metrics = found["metrics"]
@@ -445,12 +445,10 @@ def run_survival(
         STAGE_TAG: "survival",
         **inference_links(cells_uri, store),
     }
-    c = tracking.client(store)
-    run_id = c.create_run(tracking.experiment_id(store), run_name=config.run_name, tags=tags)
-    run_id = run_id.info.run_id
+    run_id = tracking.create_run(store, config.run_name, tags)
     report = {
         "run_id": run_id,
-        "tracking_uri": store,
+        "tracking_uri": redact(store),
         "cells": redact(cells_uri),
         "clinical": redact(clinical_uri),
         "features": cohort.features,
@@ -490,7 +488,8 @@ def run_survival(
     progress(
         f"survival: CV C-index {_line('cindex_cv', metrics)} (shuffled control "
         + (_line("cindex_cv_shuffled", metrics) if config.shuffled_control else "off")
-        + f"), log-rank p = {metrics['logrank_p']:.2g} -> {out}; MLflow run {run_id} at {store}"
+        + f"), log-rank p = {metrics['logrank_p']:.2g} -> {redact(out)}; MLflow run {run_id} "
+        + f"at {redact(store)}"
     )
     return SurvivalReport(
         out,
