@@ -7,6 +7,8 @@ manifest's own folder, so a cohort folder can move (or go to S3) whole.
 from __future__ import annotations
 
 import posixpath
+import re
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -15,6 +17,30 @@ from ghist_ray.errors import GhistError
 
 REQUIRED = ("slide_id", "uri", "patient_id")
 OPTIONAL_URIS = ("xenium_uri", "alignment_uri")
+MAX_SLIDE_ID = 200  # characters
+MAX_QUOTED = 240  # bytes of the URL-quoted id: a file name (with ".json") stays under 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_slide_id(slide_id: str) -> str | None:
+    """Why ``slide_id`` cannot be a key of the outputs, or None if it can.
+
+    Ids are file and folder names (URL-quoted: spaces, ``/``, ``%``, ``=`` and
+    non-ASCII letters are fine), so an empty id, one starting with ``.`` (hidden
+    files are not listed; ``..`` is the parent folder), control characters and
+    ids over 200 characters or 240 bytes once quoted (file names stop at 255) are not.
+    """
+    if not slide_id.strip():
+        return "is empty"
+    if slide_id.startswith("."):
+        return "starts with '.'"
+    if _CONTROL.search(slide_id):
+        return "contains a control character"
+    if len(slide_id) > MAX_SLIDE_ID:
+        return f"is longer than {MAX_SLIDE_ID} characters"
+    if len(quote(slide_id, safe="")) > MAX_QUOTED:
+        return f"is longer than {MAX_QUOTED} bytes as a file name (URL-quoted)"
+    return None
 
 
 def _resolve(value: object, base: str) -> object:
@@ -46,6 +72,10 @@ def read_manifest(manifest_uri: str) -> pd.DataFrame:
     if table.empty:
         raise GhistError(f"{manifest_uri}: no slides listed")
     table["slide_id"] = table["slide_id"].astype(str)
+    for slide_id in table["slide_id"]:
+        problem = check_slide_id(slide_id)
+        if problem:
+            raise GhistError(f"{manifest_uri}: slide_id {slide_id[:80]!r} {problem}")
     dupes = table["slide_id"][table["slide_id"].duplicated()].unique().tolist()
     if dupes:
         raise GhistError(f"{manifest_uri}: duplicate slide_id {dupes[:3]}")
