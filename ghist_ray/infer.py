@@ -275,6 +275,8 @@ class _Run:
         if isinstance(error, TimeoutError):
             return str(error)
         text = f"{type(error).__name__}: {error}"
+        while isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None:
+            error = error.cause  # the task's own exception, not Ray's coloured wrapper
         if "OutOfMemoryError" in text:
             return "its worker ran out of memory reading it"
         if any(k in text for k in ("ActorDiedError", "RayActorError", "WorkerCrashedError")):
