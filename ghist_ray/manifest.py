@@ -14,6 +14,7 @@ import pandas as pd
 
 from ghist_ray import uri as uris
 from ghist_ray.errors import GhistError
+from ghist_ray.slides.mpp import PLAUSIBLE
 
 REQUIRED = ("slide_id", "uri", "patient_id")
 OPTIONAL_URIS = ("xenium_uri", "alignment_uri")
@@ -80,10 +81,14 @@ def read_manifest(manifest_uri: str) -> pd.DataFrame:
     if dupes:
         raise GhistError(f"{manifest_uri}: duplicate slide_id {dupes[:3]}")
     if "mpp" in table.columns:
-        bad = table["mpp"].notna() & ~(pd.to_numeric(table["mpp"], errors="coerce") > 0)
+        low, high = PLAUSIBLE
+        mpp = pd.to_numeric(table["mpp"], errors="coerce")
+        bad = table["mpp"].notna() & ~mpp.between(low, high)
         if bad.any():
+            first = bad.idxmax()
             raise GhistError(
-                f"{manifest_uri}: mpp must be > 0 (slide {table.slide_id[bad].iloc[0]})"
+                f"{manifest_uri}: mpp {table['mpp'][first]} is not a scan resolution "
+                f"(accepted: {low}–{high} µm/px) (slide {table.slide_id[first]})"
             )
     base = (
         posixpath.dirname(manifest_uri.rstrip("/"))
