@@ -84,6 +84,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ghist_ray import tracking
 from ghist_ray.config import InferConfig, dump_config
@@ -203,7 +204,8 @@ class _Pipeline:
 @ray.remote(num_cpus=0, max_retries=0)
 def _write_attempt(pipeline: _Pipeline, attempt: int, sources: list[SlideSource]) -> dict[str, int]:
     """One pipeline attempt as a task, so the driver can time it out and cancel it
-    (cancelling the task ends its Ray Data execution and the actors it owns)."""
+    (cancelling the task ends its Ray Data execution and the actors it owns). It
+    runs beside the driver, so losing a worker node does not lose the attempt."""
     return pipeline.write(attempt, sources)
 
 
@@ -244,7 +246,10 @@ class _Run:
         attempt, config, layout = self.attempts, self.pipeline.config, self.pipeline.layout
         for source in sources:  # plans and bad tiles of an earlier attempt are stale
             layout.remove(layout.slide_work(source.slide_id))
-        ref = _write_attempt.remote(self.pipeline, attempt, sources)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        ref = _write_attempt.options(scheduling_strategy=here).remote(
+            self.pipeline, attempt, sources
+        )
         started = last_move = time.monotonic()
         budget = config.slide_timeout_s * len(sources)
         tiles = self.tracker.tiles()
