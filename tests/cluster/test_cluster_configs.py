@@ -119,6 +119,79 @@ def test_aws_token_auth(aws: dict[str, Any]) -> None:
         assert start and all("RAY_AUTH_MODE=token" in c for c in start), key
 
 
+# -- security: MLflow and the slide cache ----------------------------------------------------
+
+COMMAND_KEYS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+)
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+SECRET_VARS = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "AWS_SECRET_ACCESS_KEY")
+
+
+def _commands(aws: dict[str, Any]) -> str:
+    return "\n".join(c for key in COMMAND_KEYS for c in aws.get(key) or [])
+
+
+def _mlflow_servers(text: str) -> list[str]:
+    """The options of every `mlflow server` started in ``text``."""
+    return [m.group(1) for m in re.finditer(r"\bmlflow server\b([^>&|;]*)", text)]
+
+
+def test_aws_mlflow_needs_a_login_beyond_loopback(aws: dict[str, Any]) -> None:
+    servers = _mlflow_servers(_commands(aws))
+    assert servers, "the head runs an MLflow server"
+    for options in servers:
+        host = re.search(r"--host[= ](\S+)", options)
+        if host and host.group(1) not in LOOPBACK:
+            assert "--app-name basic-auth" in options, f"open to the network: {options}"
+    if any("--app-name basic-auth" in o for o in servers):
+        assert re.search(r"mlflow\[auth\]", _commands(aws)), "basic-auth needs mlflow[auth]"
+        ini = (CLUSTER / "mlflow_auth.ini").read_text()
+        assert "MLFLOW_AUTH_CONFIG_PATH=$HOME/ghist-ray/cluster/mlflow_auth.ini" in _commands(aws)
+        assert not re.search(r"^\s*admin_password\s*=", ini, re.M), "password in the repo"
+        # Without these the basic-auth app refuses to start (MLflow 3.17).
+        assert "MLFLOW_AUTH_ADMIN_PASSWORD=" in _commands(aws)
+        assert "MLFLOW_FLASK_SERVER_SECRET_KEY=" in _commands(aws)
+
+
+def test_aws_credentials_come_from_a_secret_store(aws: dict[str, Any]) -> None:
+    text = (CLUSTER / "aws.yaml").read_text()
+    assert not re.search(r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:[^@\s]+@", text), "user:pw@ in a URI"
+    for var in SECRET_VARS:
+        for value in re.findall(rf"\b{var}=(.*)", text):
+            assert value.startswith('"$(python ~/ghist-ray/cluster/secret.py '), (var, value)
+    # Every Ray process that may log to MLflow gets the login from `ray start`.
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in aws[key] if "ray start" in c]
+        assert start.index("MLFLOW_TRACKING_PASSWORD=") < start.index("ray start"), key
+    secret = subprocess.run(
+        [sys.executable, str(CLUSTER / "secret.py")], capture_output=True, text=True, timeout=60
+    )
+    assert secret.returncode != 0  # needs region and secret id; never prints a default
+
+
+def test_aws_cache_folder_is_private(aws: dict[str, Any]) -> None:
+    text = _commands(aws)
+    world = (
+        r"chmod\s+(?:-R\s+)?"  # octal with others' write bit, or a+w, o+w, +w, a=rwx …
+        r"(?:[0-7]?[0-7]{2}[2367]\b|[ugo]*a[ugo]*[+=]\w*w|[ug]*o[ug]*[+=]\w*w|\+\w*w)"
+    )
+    assert not re.search(world, text), "world-writable folder"
+    assert not re.search(r"install\b[^;&]*-m\s*[0-7]?[0-7]{2}[2367]\b", text)
+    (volume,) = [o for o in aws["docker"]["run_options"] if "ghist-cache" in o]
+    host = re.search(r"--volume\s+([^:\s]+):", volume).group(1)
+    created = [c for c in aws["initialization_commands"] if host in c]
+    assert created and all(
+        re.search(rf"install -d -m 700 -o (?:1000|ray) -g (?:100|users) {re.escape(host)}$", c)
+        for c in created
+    ), created
+
+
 # -- cluster/kuberay-rayjob.yaml -------------------------------------------------------------
 
 
@@ -172,6 +245,23 @@ def test_rayjob_image_and_service_account(
     (sa,) = [d for d in kuberay if d["kind"] == "ServiceAccount"]
     assert accounts == {sa["metadata"]["name"]}
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+
+
+def test_rayjob_mlflow_login_from_a_kubernetes_secret(
+    kuberay: list[dict[str, Any]], rayjob: dict[str, Any]
+) -> None:
+    text = (CLUSTER / "kuberay-rayjob.yaml").read_text()
+    assert not re.search(r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:[^@\s]+@", text), "user:pw@ in a URI"
+    assert not [d for d in kuberay if d["kind"] == "Secret"], "no Secret with values in the repo"
+    for pod in _pods(rayjob):
+        for container in pod["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                assert "value" not in env[name], name
+                assert env[name]["valueFrom"]["secretKeyRef"]["name"], name
+            for name, entry in env.items():
+                if re.search(r"PASSWORD|SECRET|TOKEN", name):
+                    assert "value" not in entry, name
 
 
 # -- jobs/*.py --------------------------------------------------------------------------------
