@@ -1,11 +1,15 @@
-"""Remote slides staged through SlideCache from a real S3 API (moto on loopback)."""
+"""Remote slides staged through SlideCache from a real S3 API (moto on loopback),
+by one process or by several sharing the node's cache (spawned processes)."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -16,6 +20,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.slides import SlideCache, open_slide, redact
 
 BUCKET = "slides-bucket"
+SPAWN = multiprocessing.get_context("spawn")
 
 
 @pytest.fixture
@@ -163,3 +168,183 @@ def test_companion_files_are_staged_beside_the_slide(
         assert local.name == uri.split("/")[1]
         found = sorted(p.relative_to(local.parent).as_posix() for p in local.parent.rglob("*"))
         assert found == expected
+
+
+def _stage_in_child(
+    cache_dir: str, budget: int, uri: str, gets: str, start: Any, gate: Any, hold: Any, out: Any
+) -> None:
+    """Stage ``uri`` into the node's cache in ``cache_dir``, appending a line to
+    ``gets`` per object GET. The GET waits for ``gate`` (a download in
+    flight), the slide stays pinned until ``hold`` is set; ``out`` gets the path."""
+    real = uris.filesystem
+
+    def counted(uri_: str, storage_options: dict | None = None):
+        fs, path = real(uri_, storage_options)
+        get_file = fs.get_file
+
+        def get(remote: str, local: str, **kwargs: object) -> None:
+            with open(gets, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            if gate is not None:
+                gate.wait()
+            get_file(remote, local, **kwargs)
+
+        fs.get_file = get
+        return fs, path
+
+    uris.filesystem = counted
+    cache = SlideCache(Path(cache_dir) / "ghist_ray-slides", budget)
+    if start is not None:
+        start.wait()
+    try:
+        out.put(str(cache.stage(uri)))
+    except Exception as exc:
+        out.put(f"! {exc}")
+        return
+    if hold is not None:
+        hold.wait()
+    cache.unpin(uri)
+
+
+def _child(
+    cache_dir: Path,
+    budget: int,
+    uri: str,
+    gets: Path,
+    *,
+    start: Any = None,
+    gate: Any = None,
+    hold: Any = None,
+) -> tuple[Any, Any]:
+    """A spawned process staging ``uri`` (see ``_stage_in_child``) and its result queue."""
+    out = SPAWN.Queue()
+    args = (str(cache_dir), budget, uri, str(gets), start, gate, hold, out)
+    proc = SPAWN.Process(target=_stage_in_child, args=args)
+    proc.start()
+    return proc, out
+
+
+def _node_cache(cache_dir: Path, budget: int) -> SlideCache:
+    """This process's handle on the node cache, as the pipeline gets it (imported
+    here, not at the top, so spawned children need not import Ray and torch)."""
+    from ghist_ray.inference.plan import _process_cache
+
+    return _process_cache(str(cache_dir), budget)
+
+
+def _result(out: Any) -> Path:
+    got = out.get(timeout=60)
+    assert not got.startswith("!"), got
+    return Path(got)
+
+
+def _wait_for_gets(gets: Path, n: int) -> None:
+    deadline = time.monotonic() + 60
+    while not (gets.exists() and len(gets.read_text().splitlines()) >= n):
+        assert time.monotonic() < deadline, "the download never started"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+def test_cache_two_processes_download_a_slide_once(
+    bucket: list[str], synthetic_slides: list[Path], tmp_path: Path
+) -> None:
+    start, gate, gets = SPAWN.Barrier(2), SPAWN.Event(), tmp_path / "gets"
+    children = [_child(tmp_path, 2**30, bucket[0], gets, start=start, gate=gate) for _ in "ab"]
+    _wait_for_gets(gets, 1)
+    time.sleep(1.5)  # both stage now; a second download would have begun by now
+    gate.set()
+    paths = {_result(out) for _, out in children}
+    for proc, _ in children:
+        proc.join(60)
+    assert len(gets.read_text().splitlines()) == 1  # one GET: the second process waited
+    (path,) = paths
+    assert path.read_bytes() == synthetic_slides[0].read_bytes()
+    assert _node_cache(tmp_path, 2**30).stage(bucket[0]) == path  # the pipeline's cache too
+
+
+@pytest.mark.timeout(180)
+def test_cache_budget_counts_other_processes_copies(
+    bucket: list[str], synthetic_slides: list[Path], tmp_path: Path
+) -> None:
+    # Another process holds slide 0 open and downloads slide 1 (its bytes not yet
+    # on disk): the budget counts both, so slide 2 does not fit until they are done.
+    sizes = [p.stat().st_size for p in synthetic_slides[:3]]
+    budget = sizes[0] + sizes[1] + sizes[2] // 2
+    hold, gate, gets = SPAWN.Event(), SPAWN.Event(), tmp_path / "gets"
+    reader, read = _child(tmp_path, budget, bucket[0], gets, hold=hold)
+    _result(read)
+    loader, loaded = _child(tmp_path, budget, bucket[1], gets, gate=gate)
+    _wait_for_gets(gets, 2)
+    cache = _node_cache(tmp_path, budget)
+    with pytest.raises(GhistError, match=r"cohort/.*slides open or downloading.*raise the cache"):
+        cache.stage(bucket[2])
+    hold.set()
+    gate.set()
+    _result(loaded)
+    for proc in (reader, loader):
+        proc.join(60)
+    third = cache.stage(bucket[2]).parent.name  # evicts slide 0, least recently used
+    assert set(cache.staged()) == {cache._key(bucket[1]), third}
+    assert sum(cache.staged().values()) <= budget
+
+
+@pytest.mark.timeout(180)
+def test_cache_reclaims_what_a_killed_process_left(
+    bucket: list[str], synthetic_slides: list[Path], tmp_path: Path
+) -> None:
+    # Killed workers: one holding slide 0 open, one mid-download of slide 1.
+    sizes = [p.stat().st_size for p in synthetic_slides[:3]]
+    budget = sizes[0] + sizes[1] + sizes[2] // 2
+    hold, gate, gets = SPAWN.Event(), SPAWN.Event(), tmp_path / "gets"  # never set
+    reader, read = _child(tmp_path, budget, bucket[0], gets, hold=hold)
+    _result(read)
+    loader, _ = _child(tmp_path, budget, bucket[1], gets, gate=gate)
+    _wait_for_gets(gets, 2)
+    for proc in (reader, loader):
+        proc.kill()
+        proc.join(60)
+    cache = _node_cache(tmp_path, budget)
+    root = cache.root
+    assert [p.name for p in root.glob(".partial-*")] and list(root.glob(".pins/*/*-*"))
+    cache.stage(bucket[2])  # the dead download is removed: room for slide 2
+    assert not list(root.glob(".partial-*"))
+    assert [p.name.split("-")[0] for p in root.glob(".pins/*/*-*")] == [str(os.getpid())]
+    local = cache.stage(bucket[1])  # slide 0's reader is dead: evicted to make room
+    assert set(cache.staged()) == {cache._key(bucket[1]), cache._key(bucket[2])}
+    assert local.read_bytes() == synthetic_slides[1].read_bytes()
+
+
+def test_cache_keeps_each_version_of_an_object_apart(
+    s3_env: Callable[[str], dict],
+    s3_endpoint: str,
+    synthetic_slides: list[Path],
+    tmp_path: Path,
+) -> None:
+    import boto3
+
+    s3_env("versioned")
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    versions = [
+        client.put_object(Bucket="versioned", Key="a.tiff", Body=p.read_bytes())["VersionId"]
+        for p in synthetic_slides[:2]
+    ]
+    cache = SlideCache(tmp_path / "cache", budget_bytes=2**30)
+    for version, source in zip(versions, synthetic_slides[:2], strict=True):
+        local = cache.stage(f"s3://versioned/a.tiff?versionId={version}")
+        assert local.name == "a.tiff"
+        assert local.read_bytes() == source.read_bytes()
+    assert len(cache.staged()) == 2
+    names = [p.name for p in cache.root.rglob("*")]
+    assert not [n for n in names if any(v in n for v in versions)]
+
+
+def test_cache_refuses_a_root_others_can_write(tmp_path: Path) -> None:
+    root = tmp_path / "ghist_ray-slides"
+    root.mkdir()
+    root.chmod(0o777)  # as if planted in /tmp by another user
+    with pytest.raises(GhistError, match="writable by no one else"):
+        SlideCache(root, budget_bytes=2**20)
+    root.chmod(0o700)
+    assert SlideCache(root, budget_bytes=2**20).staged() == {}
