@@ -72,7 +72,7 @@ def test_the_lease_works_on_s3_lease(s3_env: Callable[[str], dict]) -> None:
     assert not layout.fs.exists(layout.path("state", "lease.json"))
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_two_drivers_on_one_out_the_second_exits_2_lease(
     infer_cohort: InferCohort, trained_model: Path, ray_session: None, tmp_path: Path
 ) -> None:
