@@ -124,6 +124,7 @@ class SlideCache:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self._clock = 0
+        self._keys: dict[str, str] = {}
         # Slides are patient data and the name in the temp folder is well known:
         # use the root only if no other user can have planted or changed it.
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -136,8 +137,19 @@ class SlideCache:
         (self.root / ".pins").mkdir(exist_ok=True)
 
     def _key(self, uri: str) -> str:
-        # The full URI: two versions of one object are two copies.
-        return hashlib.sha256(uri.encode()).hexdigest()[:20]
+        """The full URI and the object's version (ETag, else size and modification
+        time), looked up once per process: two versions of one object, named by
+        ``versionId`` or re-uploaded under the same name, are two copies."""
+        if uri not in self._keys:
+            try:
+                fs, path = uris.filesystem(uri)
+                info = fs.info(path)
+                version = info.get("ETag") or f"{info.get('size')}:{info.get('mtime')}"
+            except Exception:  # the download says why, with its retries
+                version = ""
+            digest = hashlib.sha256(f"{uri}\n{version}".encode()).hexdigest()[:20]
+            self._keys[uri] = digest
+        return self._keys[uri]
 
     def _root_lock(self) -> AbstractContextManager[None]:
         return _locked(self.root / ".lock")

@@ -180,6 +180,8 @@ def _stage_in_child(
 
     def counted(uri_: str, storage_options: dict | None = None):
         fs, path = real(uri_, storage_options)
+        if getattr(fs, "counted", False):  # fsspec hands out one instance: wrap it once
+            return fs, path
         get_file = fs.get_file
 
         def get(remote: str, local: str, **kwargs: object) -> None:
@@ -189,7 +191,7 @@ def _stage_in_child(
                 gate.wait()
             get_file(remote, local, **kwargs)
 
-        fs.get_file = get
+        fs.get_file, fs.counted = get, True
         return fs, path
 
     uris.filesystem = counted
@@ -348,3 +350,20 @@ def test_cache_refuses_a_root_others_can_write(tmp_path: Path) -> None:
         SlideCache(root, budget_bytes=2**20)
     root.chmod(0o700)
     assert SlideCache(root, budget_bytes=2**20).staged() == {}
+
+
+def test_cache_an_object_uploaded_again_under_its_name_is_staged_again(
+    s3_env: Callable[[str], dict], synthetic_slides: list[Path], tmp_path: Path
+) -> None:
+    """The cache outlives runs: a slide replaced in the bucket must not be served stale."""
+    import fsspec
+
+    s3_env("reuploads")
+    fs = fsspec.filesystem("s3")
+    fs.put_file(str(synthetic_slides[0]), "reuploads/a.tiff")
+    first = SlideCache(tmp_path / "cache", budget_bytes=2**30)
+    assert first.stage("s3://reuploads/a.tiff").read_bytes() == synthetic_slides[0].read_bytes()
+    first.unpin("s3://reuploads/a.tiff")
+    fs.put_file(str(synthetic_slides[1]), "reuploads/a.tiff")
+    later = SlideCache(tmp_path / "cache", budget_bytes=2**30)  # the next run's process
+    assert later.stage("s3://reuploads/a.tiff").read_bytes() == synthetic_slides[1].read_bytes()
