@@ -6,7 +6,7 @@ Every measurement is one ``run_infer`` over the same synthetic slides (small
 preset, random weights, exports off: see ``infer_throughput.py``), each in a
 fresh process with a fresh Ray:
 
-- **actors**: one local Ray with ``model_actors`` 1, then 2;
+- **actors**: one local Ray with ``min_model_actors`` = ``max_model_actors`` 1, then 2;
 - **nodes**: a ``ray.cluster_utils.Cluster`` whose head runs no work (as in
   tests/infer/driver.py) with 1, then 2, worker nodes of the same size and as
   many model actors as nodes (Ray places them; they are not pinned to nodes).
@@ -78,7 +78,15 @@ def one_run(mode: str, n: int, manifest: str, model: str, out: str) -> dict:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level=logging.WARNING)
         ray.data.DataContext.get_current().enable_progress_bars = False
-    config = CONFIG.model_copy(update={"model_actors": n, "torch_threads": max(1, CORES // n)})
+    # Fixed pools of n; the accelerator explicit: on a Cluster, auto would wait for GPUs.
+    config = CONFIG.model_copy(
+        update={
+            "min_model_actors": n,
+            "max_model_actors": n,
+            "accelerator": "gpu" if GPUS else "cpu",
+            "torch_threads": max(1, CORES // n),
+        }
+    )
     stop, seen = threading.Event(), set()
     sampler = threading.Thread(target=_count_model_actors, args=(stop, seen), daemon=True)
     sampler.start()

@@ -141,7 +141,7 @@ class InferConfig(StageConfig):
         "its autoscaler adds them), on a local Ray only if it has some",
     )
     model_gpus: float = Field(1.0, gt=0, description="GPUs per model actor; < 1 shares a GPU")
-    model_cpus: float = Field(0.5, gt=0, description="CPUs per model actor")
+    model_cpus: float = Field(0.5, ge=0, description="CPUs per model actor; 0 = none reserved")
     model_memory_gb: float = Field(3.0, ge=0, description="memory per model actor; 0 = none")
     min_model_actors: int = Field(1, ge=1, description="model actors started at once")
     max_model_actors: int | None = Field(

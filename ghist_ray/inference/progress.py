@@ -8,6 +8,7 @@ also say where they started (node id, GPU ids), for the run record.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,10 +94,8 @@ class Progress:
         the tiles per slide planned so far to the slides still to come."""
         elapsed = time.perf_counter() - self.started
         slides, planned, tiles = self._snapshot()
-        try:
+        with contextlib.suppress(ray.exceptions.RayError, TimeoutError):  # keep the last seen
             self.model_actors = ray.get(self.counter.placements.remote("model"), timeout=10)
-        except (ray.exceptions.RayError, TimeoutError):
-            pass  # keep the last ones seen
         rate = tiles / elapsed if elapsed > 0 else 0.0
         line = (
             f"infer: {self.done}/{self.pending} slides done, {self.failed} failed · "

@@ -87,6 +87,7 @@ def test_inference_job_submitted_to_a_ray_head(
             "--submission-id", "ghist-infer-test", "--entrypoint-num-cpus", "0.5",
             "--", "python", "jobs/infer.py", "--config", "configs/demo.yaml",
             "--set", "infer.qc_px=256",
+            "--set", "infer.accelerator=cpu",  # on a cluster auto waits for GPUs; it has none
             "--manifest", str(cohort / "manifest.parquet"),
             "--model", str(Path(config.out) / "train" / "model"), "--out", str(out),
         ],

@@ -58,7 +58,8 @@ def main() -> None:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         nodes = [cluster.add_node(num_cpus=4) for _ in range(args.nodes)]
         ray.init(address=cluster.address, logging_level=logging.WARNING)
-        config = config.model_copy(update={"model_actors": 2})
+        # Connected to a cluster, auto would wait for GPUs: these nodes have none.
+        config = config.model_copy(update={"max_model_actors": 2, "accelerator": "cpu"})
         if args.drop_node:
             staged = Path(args.out) / "_work"
             threading.Thread(
