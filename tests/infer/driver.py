@@ -70,6 +70,11 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     summary = run_infer(config, args.manifest, args.model, args.out, progress=print)
     print(json.dumps(asdict(summary)), flush=True)
+    # Disconnect before the simulated nodes go: a driver whose head's object store
+    # vanishes under it at interpreter exit is terminated by Ray with status 1.
+    ray.shutdown()
+    if args.nodes:
+        cluster.shutdown()
 
 
 if __name__ == "__main__":
