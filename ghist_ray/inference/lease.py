@@ -100,8 +100,7 @@ class Lease:
         if holder is not None:
             why = "stopped beating" if _alive(holder) else "whose process is gone"
             self.progress(
-                f"infer: taking over the output root from a run that {why}: "
-                f"{holder.describe(now)}"
+                f"infer: taking over the output root from a run that {why}: {holder.describe(now)}"
             )
         self._write()
         time.sleep(SETTLE_S)
