@@ -39,8 +39,9 @@ and ``run.json``.
 
 **Pipeline** (per wave): slide rows → ``flat_map`` to tile coordinates (open,
 tissue mask, grid; no pixels) → reader actors (CPU; pixels read next to the
-model, slides kept open per actor) → model actors (``ActorPoolStrategy``, a
-GPU each when there are GPUs, bf16) → owned cells in slide µm (CPU) →
+model, slides kept open per actor) → model actors (``ActorPoolStrategy``, sized
+and placed from the config: a GPU each, or CPUs on purpose; see
+:mod:`ghist_ray.inference.resources`) → owned cells in slide µm (CPU) →
 ``write_parquet`` partitioned by slide into the staging area. Pixels exist
 only between the reader and the model, in blocks Ray Data back-pressures, so
 memory does not grow with the number of slides.
