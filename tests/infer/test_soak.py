@@ -1,8 +1,9 @@
-"""The soak: 200 small slides on S3 behind a proxy that answers every third slide
-GET with 503 SlowDown, one poison slide that kills its reader every time, random
-SIGKILLs of busy model and reader workers, and the driver killed once mid-run and
-run again. Every other slide must complete with exactly the cells of a
-single-process run of the same tiles; the poison slide is one failure row."""
+"""The soak: 200 small slides (4 tiles each) on S3 behind a proxy that answers
+every third slide GET with 503 SlowDown, one poison slide that kills its reader
+every time, random SIGKILLs of busy model and reader workers, and the driver
+killed once mid-run and run again. Every other slide must complete with exactly
+the cells of a single-process run of the same tiles; the poison slide is one
+failure row."""
 
 from __future__ import annotations
 
@@ -48,9 +49,10 @@ SOAK = [
 ]
 
 
-def _one_tile_slides(cohort: InferCohort, size_px: int, root: Path) -> list[Path]:
-    """``SLIDES`` TIFFs of one model tile each, cut from the good slides where there is tissue."""
+def _small_slides(cohort: InferCohort, size_px: int, root: Path) -> list[Path]:
+    """``SLIDES`` small TIFFs cut from the good slides where there is tissue."""
     rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
     pixels = [_pixels(cohort.root / "slides" / f"{sid}.tiff") for sid in GOOD]
     paths: list[Path] = []
     while len(paths) < SLIDES:
@@ -129,8 +131,10 @@ def test_soak_200_slides_poison_kills_slow_down_and_a_driver_kill_lose_no_cell(
 ) -> None:
     model = load_model(trained_model)
     tiling = Tiling.for_model(model.config, TEST_CONFIG)
-    size_px = round(tiling.patch_px * tiling.mpp / 0.25)  # one tile at 0.25 µm/px
-    paths = _one_tile_slides(infer_cohort, size_px, tmp_path / "slides")
+    # A little over one tile at 0.25 µm/px (2 × 2 overlapping tiles): the tissue
+    # detector wants 5,000 µm² of tissue, more than one 64 µm tile holds.
+    size_px = round(tiling.patch_px * tiling.mpp / 0.25) + 64
+    paths = _small_slides(infer_cohort, size_px, tmp_path / "slides")
 
     s3_env("soak")
     fs = fsspec.filesystem("s3")
