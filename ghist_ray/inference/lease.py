@@ -98,9 +98,9 @@ class Lease:
                 "its last heartbeat)"
             )
         if holder is not None:
-            why = "stopped beating" if _alive(holder) else "whose process is gone"
+            why = "that stopped beating" if _alive(holder) else "whose process is gone"
             self.progress(
-                f"infer: taking over the output root from a run that {why}: {holder.describe(now)}"
+                f"infer: taking over the output root from a run {why}: {holder.describe(now)}"
             )
         self._write()
         time.sleep(SETTLE_S)
