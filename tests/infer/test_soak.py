@@ -161,7 +161,6 @@ def test_soak_200_slides_poison_kills_slow_down_and_a_driver_kill_lose_no_cell(
             lambda: len(layout.done_slides()) >= KILL_DRIVER_AFTER,
         )
         assert first is None, "the driver finished before it could be killed"
-        done_before = layout.done_slides()
         second = _run_driver([*args, "--log", str(tmp_path / "second.log")], env, killed, None)
     finally:
         proxy.server.shutdown()
@@ -169,8 +168,9 @@ def test_soak_200_slides_poison_kills_slow_down_and_a_driver_kill_lose_no_cell(
     assert second is not None and second.returncode == 0, second.stdout[-6000:]
     summary = json.loads(second.stdout.strip().splitlines()[-1])
     poison = ids[POISON_AT]
-    assert summary["skipped"] == len(done_before) >= KILL_DRIVER_AFTER
-    assert summary["done"] == SLIDES - 1 - len(done_before)
+    # Commits in flight when the driver died may still have landed: all of them count.
+    assert summary["skipped"] >= KILL_DRIVER_AFTER
+    assert summary["skipped"] + summary["done"] == SLIDES - 1
     assert [f["slide_id"] for f in summary["failures"]] == [poison]
     failures = layout.failures()
     assert failures["slide_id"].tolist() == [poison]  # one row, and no other slide failed
