@@ -3,6 +3,9 @@ synthetic cohort, and three broken ones (truncated file, no tissue, no MPP)."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +23,15 @@ CROP_PX = 1024  # 256 µm at 0.25 µm/px: a 5 × 5 grid of model tiles
 GOOD = ("good-a", "good-b")
 BAD = {"corrupt": "open", "blank": "tissue", "no-mpp": "open"}
 
+# The slide cache outlives runs on a node (by design): each test process stages
+# into a cache of its own, so no test finds slides another run (or session) staged
+# and every S3 read the tests count really happens.
+CACHE_DIR = tempfile.mkdtemp(prefix="ghist_ray-test-cache-")
+atexit.register(shutil.rmtree, CACHE_DIR, True)
+
 # Small waves and batches so a few slides still exercise waves, batching and commits.
 TEST_CONFIG = InferConfig(
+    cache_dir=CACHE_DIR,
     wave_slides=8,
     read_batch=4,
     model_batch=8,
