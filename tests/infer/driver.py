@@ -7,7 +7,8 @@ the driver, take a node away, or need a fresh environment (S3 credentials).
 ``--poison`` installs ``tests.infer.poison`` in every worker (slides whose URI
 contains ``poison`` kill their reader); ``--set`` overrides InferConfig fields.
 
-Prints the run summary as JSON on its last line.
+Prints the run summary as one ``driver: summary {json}`` line (Ray may print its
+own lines after it: raylet warnings reach the driver's stdout).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from ray.cluster_utils import Cluster
 
 from ghist_ray.infer import run_infer
 from tests.infer.conftest import TEST_CONFIG
+
+SUMMARY = "driver: summary "
 
 
 def _drop_node_mid_run(cluster: Cluster, node: object, staged: Path) -> None:
@@ -69,7 +72,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=4, **quiet)
     ray.data.DataContext.get_current().enable_progress_bars = False
     summary = run_infer(config, args.manifest, args.model, args.out, progress=print)
-    print(json.dumps(asdict(summary)), flush=True)
+    print(SUMMARY + json.dumps(asdict(summary)), flush=True)
     # Disconnect before the simulated nodes go: a driver whose head's object store
     # vanishes under it at interpreter exit is terminated by Ray with status 1.
     ray.shutdown()

@@ -9,7 +9,6 @@ that lost tiles keeps exactly the cells of its other tiles.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import signal
 import subprocess
@@ -35,7 +34,7 @@ from ghist_ray.inference.plan import SlideSource, Tiling
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import load_model
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort, ReferenceRun
-from tests.infer.test_faults import REPO, _driver, assert_same_cells
+from tests.infer.test_faults import REPO, _driver, assert_same_cells, driver_summary
 from tests.slides.tiffs import write_tiff
 
 # ----------------------------------------------------------------------------
@@ -347,7 +346,7 @@ def test_s3_slow_down_errors_are_retried_and_no_cell_is_lost(
         timeout=800,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = driver_summary(result.stdout)
     assert (summary["done"], summary["failed"]) == (2, 0)
     assert flaky_s3.errors >= 1 and flaky_s3.gets >= 3, (flaky_s3.gets, flaky_s3.errors)
     layout = RunLayout(out)

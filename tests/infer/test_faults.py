@@ -18,12 +18,20 @@ from ghist_ray.export import read_cohort
 from ghist_ray.infer import run_infer
 from ghist_ray.inference.state import RunLayout
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort, ReferenceRun
+from tests.infer.driver import SUMMARY
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _driver(*args: str) -> list[str]:
     return [sys.executable, "-m", "tests.infer.driver", *args]
+
+
+def driver_summary(stdout: str) -> dict:
+    """The run summary the driver printed (wherever Ray's own lines fell around it)."""
+    lines = [line for line in stdout.splitlines() if line.startswith(SUMMARY)]
+    assert lines, f"the driver printed no summary:\n{stdout[-4000:]}"
+    return json.loads(lines[-1][len(SUMMARY) :])
 
 
 def assert_same_cells(out: str, reference: ReferenceRun, slides: tuple[str, ...] = GOOD) -> None:
@@ -50,7 +58,7 @@ def test_losing_a_node_mid_run_gives_the_same_outputs(
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "removed a worker node" in result.stdout
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = driver_summary(result.stdout)
     assert (summary["done"], summary["failed"]) == (2, 0)
     assert_same_cells(str(out), reference_run)
 

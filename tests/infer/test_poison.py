@@ -4,7 +4,6 @@ an uninterrupted run. Manifest values that cannot be real are refused up front."
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +15,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.manifest import read_manifest
 from tests.infer.conftest import GOOD, InferCohort, ReferenceRun
-from tests.infer.test_faults import REPO, _driver, assert_same_cells
+from tests.infer.test_faults import REPO, _driver, assert_same_cells, driver_summary
 
 
 @pytest.mark.slow
@@ -40,7 +39,7 @@ def test_poison_slide_fails_alone_and_its_wave_mates_complete(
         timeout=800,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = driver_summary(result.stdout)
     assert (summary["done"], summary["failed"]) == (2, 2), summary
     assert "retrying them apart" in result.stdout
     failures = RunLayout(str(out)).failures().set_index("slide_id")

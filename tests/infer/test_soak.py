@@ -7,7 +7,6 @@ failure row."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -30,7 +29,7 @@ from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import load_model
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort
 from tests.infer.test_fault_suite import FlakyS3, _pixels
-from tests.infer.test_faults import REPO, _driver
+from tests.infer.test_faults import REPO, _driver, driver_summary
 from tests.slides.tiffs import write_tiff
 
 SLIDES = 200
@@ -166,7 +165,7 @@ def test_soak_200_slides_poison_kills_slow_down_and_a_driver_kill_lose_no_cell(
         proxy.server.shutdown()
         proxy.server.server_close()
     assert second is not None and second.returncode == 0, second.stdout[-6000:]
-    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    summary = driver_summary(second.stdout)
     poison = ids[POISON_AT]
     # Commits in flight when the driver died may still have landed: all of them count.
     assert summary["skipped"] >= KILL_DRIVER_AFTER
