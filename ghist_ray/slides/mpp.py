@@ -1,46 +1,30 @@
 """Microns per level-0 pixel: the one number every physical size depends on.
 
 An explicit override (the manifest's ``mpp`` column, for slides whose metadata
-is missing or wrong) wins. Otherwise: OpenSlide's ``openslide.mpp-x/y``, which
-OpenSlide 4 also derives from TIFF resolution tags in centimetres or inches;
-then ``PhysicalSizeX/Y`` of OME-XML in the image description, which OpenSlide
-does not parse. A value outside ``PLAUSIBLE`` is refused rather than used: 72
-or 96 dpi written by image libraries (352.8 / 264.6 µm/px) are defaults, not
-scans, and an override of 250 (mm typed for µm?) would ask for 10¹⁰ tiles.
+is missing or wrong) wins. Otherwise each slide backend reports what its format
+states (OpenSlide's ``openslide.mpp-x/y``, OME-XML's ``PhysicalSizeX/Y``, TIFF
+resolution tags, ImageJ's unit); this module decides whether to trust it. A
+value outside ``PLAUSIBLE`` is refused rather than used: 72 or 96 dpi written by
+image libraries (352.8 / 264.6 µm/px) are defaults, not scans, and an override
+of 250 (mm typed for µm?) would ask for 10¹⁰ tiles.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping
-
-import openslide
 
 from ghist_ray.errors import GhistError
 
 log = logging.getLogger(__name__)
 
 PLAUSIBLE = (0.05, 20.0)  # µm/px: from 200× scans to coarse overview images
-_OME_SIZE = re.compile(r'PhysicalSize([XY])="([0-9.eE+-]+)"')
-_OME_UNIT = re.compile(r'PhysicalSize[XY]Unit="([^"]*)"')
 
 
-def _metadata_mpp(props: Mapping[str, str]) -> tuple[float, float, str] | None:
-    """(x, y, source) µm/px from the slide's own metadata, if any."""
-    x, y = props.get(openslide.PROPERTY_NAME_MPP_X), props.get(openslide.PROPERTY_NAME_MPP_Y)
-    if x is not None and y is not None:
-        return float(x), float(y), "openslide"
-    description = props.get("tiff.ImageDescription", "")
-    sizes = dict(_OME_SIZE.findall(description)) if "<OME" in description else {}
-    if {"X", "Y"} <= sizes.keys() and set(_OME_UNIT.findall(description)) <= {"µm", "um"}:
-        return float(sizes["X"]), float(sizes["Y"]), "ome"
-    return None
-
-
-def slide_mpp(props: Mapping[str, str], override: float | None, name: str) -> tuple[float, str]:
-    """Level-0 µm/px and where it came from: ``override``, ``openslide`` or ``ome``."""
-    found = _metadata_mpp(props)
+def slide_mpp(
+    found: tuple[float, float, str] | None, override: float | None, name: str
+) -> tuple[float, str]:
+    """Level-0 µm/px and where it came from, given what the file states (``found``:
+    x, y, source) and the manifest's override."""
     if override is not None:
         low, high = PLAUSIBLE
         if not low <= override <= high:

@@ -9,86 +9,74 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
 import numpy as np
-import openslide
 from PIL import Image
 
 from ghist_ray.errors import GhistError
+from ghist_ray.slides.backends import (
+    Backend,
+    BackendError,
+    open_in_place,
+    open_local,
+    slide_stem,
+)
+from ghist_ray.slides.backends import openslide as openslide_backend
 from ghist_ray.slides.cache import SlideCache
 from ghist_ray.slides.mpp import slide_mpp
-from ghist_ray.slides.redact import redact, scrub
-from ghist_ray.uri import is_remote
+from ghist_ray.slides.redact import redact
+from ghist_ray.uri import filesystem, is_remote
 
 # Pyramid downsamples are often a hair off the nominal factor (SVS: 4.0007).
 LEVEL_TOLERANCE = 1e-3
 # Largest region read at once when reducing a whole slide (pixels at the level read).
 BAND_PIXELS = 16 * 2**20
-
-
-def _background(props: Mapping[str, str]) -> tuple[int, int, int]:
-    """The colour to show where the slide has no pixels (MRXS declares one; white otherwise)."""
-    hex_colour = props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR, "FFFFFF")
-    return tuple(int(hex_colour[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+# Bytes fetched per request when a remote slide is read in place (a few tiles' worth).
+READ = {"block_size": 2**20, "cache_type": "readahead"}
 
 
 class Slide:
     """An open whole-slide image: identity, level-0 geometry and µm/px, resampled reads.
 
     Attributes: ``slide_id``, ``uri`` (redacted), ``mpp`` (level-0 µm/px) and
-    ``mpp_source`` (``override``, ``openslide`` or ``ome``), ``dimensions`` (level-0
-    width, height), ``level_dimensions``, ``level_downsamples``, ``vendor``.
+    ``mpp_source`` (``override``, ``openslide``, ``ome``, ``tiff`` or ``imagej``),
+    ``dimensions`` (level-0 width, height), ``level_dimensions``,
+    ``level_downsamples``, ``backend`` (``openslide``, ``tiff``, ``image``) and
+    ``vendor`` (the format within it: ``aperio``, ``ome-tiff``, ``jpeg``, …).
 
     Use as a context manager (or call ``close``). Reads are thread-safe and can
-    run in parallel threads (ctypes drops the GIL while OpenSlide decodes). A read
-    that hits a corrupt tile raises ``GhistError`` and leaves the slide usable,
-    so one bad tile costs one tile, not the slide.
+    run in parallel threads (every backend decodes without the GIL). A read that
+    hits a corrupt tile raises ``GhistError`` and leaves the slide usable, so one
+    bad tile costs one tile, not the slide.
     """
 
     def __init__(
         self,
-        path: Path,
+        backend: Backend,
         uri: str,
         slide_id: str,
         mpp_override: float | None,
-        cache: SlideCache | None,
-        release: bool,
+        cache: SlideCache | None = None,
+        release: bool = False,
     ) -> None:
         self.uri = redact(uri)
         self.slide_id = slide_id
-        self._path, self._remote_uri, self._cache, self._release = path, uri, cache, release
+        self._backend, self._remote_uri, self._cache, self._release = backend, uri, cache, release
         self._lock = threading.Lock()
         self._closed = False
-        self._handle = self._open()
         try:
-            self.mpp, self.mpp_source = slide_mpp(self._handle.properties, mpp_override, self.uri)
+            self.mpp, self.mpp_source = slide_mpp(backend.metadata_mpp(), mpp_override, self.uri)
         except GhistError:
-            self._handle.close()
+            backend.close()
             raise
-        self.dimensions: tuple[int, int] = self._handle.dimensions
-        self.level_dimensions: tuple[tuple[int, int], ...] = self._handle.level_dimensions
-        self.level_downsamples: tuple[float, ...] = self._handle.level_downsamples
-        self.vendor = self._handle.properties.get(openslide.PROPERTY_NAME_VENDOR, "")
-        self._fill = _background(self._handle.properties)
-
-    def _open(self) -> openslide.OpenSlide:
-        try:
-            return openslide.OpenSlide(self._path)
-        except openslide.OpenSlideUnsupportedFormatError:
-            reason = "not a format OpenSlide reads"
-            raise GhistError(f"{self.uri}: cannot open slide: {reason}") from None
-        except openslide.OpenSlideError as exc:
-            raise GhistError(f"{self.uri}: cannot open slide: {scrub(str(exc))}") from exc
-
-    def _replace(self, failed: openslide.OpenSlide) -> None:
-        """A handle stays in error state after a failed read: swap in a fresh one.
-        The failed one is closed by garbage collection once no thread reads it."""
-        with self._lock:
-            if self._handle is failed:
-                self._handle = self._open()
+        self.level_dimensions: tuple[tuple[int, int], ...] = backend.level_dimensions
+        self.dimensions: tuple[int, int] = self.level_dimensions[0]
+        self.level_downsamples: tuple[float, ...] = backend.level_downsamples
+        self.backend = backend.name
+        self.vendor = backend.vendor
 
     def level_for(self, downsample: float) -> int:
         """The coarsest level whose downsample is at most ``downsample`` (within tolerance)."""
@@ -105,28 +93,24 @@ class Slide:
         """RGB uint8 ``(out_h, out_w, 3)`` of the level-0 box [x0, x0+width_l0) ×
         [y0, y0+height_l0).
 
-        Reads the coarsest level at least as fine as the output, composites
-        transparency (outside the image) onto the slide's background colour and
-        resamples with PIL: box filter (area average, like the pyramid itself)
-        when reducing, bilinear when enlarging (target finer than the scan).
+        Reads the coarsest level at least as fine as the output (outside the
+        image is the slide's background colour) and resamples with PIL: box
+        filter (area average, like the pyramid itself) when reducing, bilinear
+        when enlarging (target finer than the scan).
         """
         if min(width_l0, height_l0, out_w, out_h) <= 0:
             raise ValueError("region and output sizes must be positive")
         level = self.level_for(min(width_l0 / out_w, height_l0 / out_h))
         downsample = self.level_downsamples[level]
         size = (max(1, round(width_l0 / downsample)), max(1, round(height_l0 / downsample)))
-        handle = self._handle
         try:
-            region = handle.read_region((int(x0), int(y0)), level, size)
-        except openslide.OpenSlideError as exc:
-            self._replace(handle)
+            region = self._backend.read_region(int(x0), int(y0), level, *size)
+        except BackendError as exc:
             raise GhistError(
                 f"{self.uri}: cannot read level {level} at ({x0}, {y0}) "
-                f"size {size[0]}×{size[1]}: {scrub(str(exc))}"
+                f"size {size[0]}×{size[1]}: {exc}"
             ) from exc
-        if region.getchannel("A").getextrema()[0] < 255:
-            region = Image.alpha_composite(Image.new("RGBA", size, (*self._fill, 255)), region)
-        rgb = region.convert("RGB")
+        rgb = Image.fromarray(region)
         if size != (out_w, out_h):
             shrink = size[0] >= out_w and size[1] >= out_h
             filt = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
@@ -158,13 +142,13 @@ class Slide:
         return self.downsampled(scale), scale
 
     def close(self) -> None:
-        """Close the OpenSlide handle; unpin (and, if asked, delete) a staged copy.
+        """Close the file; unpin (and, if asked, delete) a staged copy.
         Closing twice is harmless."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._handle.close()
+            self._backend.close()
         if self._cache is not None:
             self._cache.unpin(self._remote_uri)
             if self._release:
@@ -187,6 +171,27 @@ class Slide:
         return f"Slide({self.slide_id!r}, {w}×{h} px, {self.mpp:.4g} µm/px, {self.vendor})"
 
 
+def _opened(open_backend: Callable[[], Backend], shown: str) -> Backend:
+    try:
+        return open_backend()
+    except BackendError as exc:
+        raise GhistError(f"{shown}: cannot open slide: {exc}") from None
+
+
+def _in_place(uri: str, shown: str) -> Backend:
+    """A remote slide read where it lies (OME-TIFF: header, then the tiles' byte ranges)."""
+    if shown.lower().endswith(openslide_backend.SUFFIXES):
+        raise GhistError(f"{shown}: a remote slide needs a SlideCache to be staged into")
+    fs, path = filesystem(uri)
+    try:
+        backend = _opened(lambda: open_in_place(lambda: fs.open(path, "rb", **READ)), shown)
+    except FileNotFoundError:
+        raise GhistError(f"{shown}: no such file") from None
+    if backend is None:
+        raise GhistError(f"{shown}: a remote slide needs a SlideCache to be staged into")
+    return backend
+
+
 def open_slide(
     uri: str,
     mpp_override: float | None = None,
@@ -195,27 +200,30 @@ def open_slide(
     slide_id: str | None = None,
     release: bool = False,
 ) -> Slide:
-    """Open a local slide, or stage a remote one (``s3://…``) into ``cache`` first.
+    """Open a local slide; a remote one (``s3://…``) is staged into ``cache`` first, or,
+    without a cache, read in place when its backend can (OME-TIFF; others need a cache).
 
-    ``slide_id`` defaults to the file name without extension; ``release`` deletes
-    the staged copy on close. Every failure is a one-line ``GhistError`` naming
-    the slide (credentials and query strings removed). Example::
+    The backend is chosen by the file's content (see ``ghist_ray.slides.backends``).
+    ``slide_id`` defaults to the file name without its slide suffix (``a.ome.tiff`` →
+    ``a``); ``release`` deletes the staged copy on close. Every failure is a one-line
+    ``GhistError`` naming the slide (credentials and query strings removed). Example::
 
         with open_slide("slides/a.svs") as slide:
             tile = slide.read(x0=0, y0=0, size_l0=512, out_px=256)
     """
     shown = redact(uri)
-    slide_id = slide_id or PurePosixPath(shown).stem.removesuffix(".ome")
+    slide_id = slide_id or slide_stem(shown)
     if not is_remote(uri):
         path = Path(uri.removeprefix("file://"))
         if not path.exists():
             raise GhistError(f"{shown}: no such file")
-        return Slide(path, uri, slide_id, mpp_override, None, False)
+        return Slide(_opened(lambda: open_local(path), shown), uri, slide_id, mpp_override)
     if cache is None:
-        raise GhistError(f"{shown}: a remote slide needs a SlideCache to be staged into")
+        return Slide(_in_place(uri, shown), uri, slide_id, mpp_override)
     path = cache.stage(uri)
     try:
-        return Slide(path, uri, slide_id, mpp_override, cache, release)
+        backend = _opened(lambda: open_local(path), shown)
+        return Slide(backend, uri, slide_id, mpp_override, cache, release)
     except GhistError:
         cache.unpin(uri)
         if release:
