@@ -1,12 +1,26 @@
-"""Tiny generic tiled TIFFs written with tifffile, shaped the way OpenSlide needs them:
-level 0 tiled, lower levels as tiled pages in the main IFD chain with subfiletype 1."""
+"""Small TIFFs written with tifffile: generic tiled pyramids shaped the way OpenSlide
+needs them (level 0 tiled, lower levels as subfiletype-1 pages in the main IFD chain),
+and OME-TIFF pyramids in the shapes Bio-Formats and 10x write them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+DOWNSAMPLE = 4
+
+
+def pyramid(image: np.ndarray, levels: int) -> Iterator[np.ndarray]:
+    """``image`` and ``levels - 1`` box-averaged reductions by DOWNSAMPLE."""
+    level = image
+    for _ in range(levels):
+        yield level
+        h, w = level.shape[0] // 4 * 4, level.shape[1] // 4 * 4
+        level = level[:h, :w].reshape(h // 4, 4, w // 4, 4, 3).mean(axis=(1, 3))
+        level = level.round().astype(np.uint8)
 
 
 def write_tiff(
@@ -20,8 +34,7 @@ def write_tiff(
 ) -> Path:
     """``image`` as a pyramid (downsample 4); resolution tags only if ``mpp`` is given."""
     with tifffile.TiffWriter(path) as tif:
-        level = image
-        for k in range(levels):
+        for k, level in enumerate(pyramid(image, levels)):
             resolution = {}
             if mpp is not None:
                 scale = mpp * 4**k
@@ -36,9 +49,34 @@ def write_tiff(
                 **resolution,
                 **kwargs,
             )
-            h, w = level.shape[0] // 4 * 4, level.shape[1] // 4 * 4
-            level = level[:h, :w].reshape(h // 4, 4, w // 4, 4, 3).mean(axis=(1, 3))
-            level = level.round().astype(np.uint8)
+    return path
+
+
+def write_ome(
+    path: Path,
+    image: np.ndarray,
+    levels: int = 3,
+    mpp: float = 0.5,
+    *,
+    byteorder: str = "<",
+    subifds: bool = True,
+    tile: int | None = 256,
+    compression: str | None = "deflate",
+    bigtiff: bool = False,
+) -> Path:
+    """``image`` as an OME-TIFF pyramid: reduced levels in SubIFDs (Bio-Formats ≥ 6, 10x's
+    H&E export) or as further images in the IFD chain; tiled, or striped if ``tile`` is None."""
+    layout = {"tile": (tile, tile)} if tile else {"rowsperstrip": 64}
+    metadata = {"axes": "YXS", "PhysicalSizeX": mpp, "PhysicalSizeY": mpp}
+    common = {"photometric": "rgb", "compression": compression, **layout}
+    with tifffile.TiffWriter(path, byteorder=byteorder, bigtiff=bigtiff, ome=True) as tif:
+        for k, level in enumerate(pyramid(image, levels)):
+            if subifds:
+                first = {"subifds": levels - 1, "metadata": metadata} if k == 0 else {}
+                tif.write(level, subfiletype=int(k > 0), **first, **common)
+            else:
+                scale = {"PhysicalSizeX": mpp * 4**k, "PhysicalSizeY": mpp * 4**k}
+                tif.write(level, metadata={**metadata, **scale}, **common)
     return path
 
 
