@@ -1,4 +1,4 @@
-"""`nucleus_boundaries.{parquet,csv.gz,csv}`: one row per polygon vertex, in µm."""
+"""`nucleus_boundaries.*` and `cell_boundaries.*` ({parquet,csv.gz,csv}): one row per vertex, µm."""
 
 from __future__ import annotations
 
@@ -8,19 +8,22 @@ from ghist_ray.xenium._ids import as_str
 from ghist_ray.xenium._parquet import read_parquet
 from ghist_ray.xenium.polygons import Polygons
 
-NUCLEUS_FILES = (
-    "nucleus_boundaries.parquet",
-    "nucleus_boundaries.csv.gz",
-    "nucleus_boundaries.csv",
-)
+NUCLEUS = "nucleus_boundaries"
+CELL = "cell_boundaries"
+_SUFFIXES = (".parquet", ".csv.gz", ".csv")
 _COLUMNS = ("cell_id", "vertex_x", "vertex_y")
 
 
-def read_nuclei(outs: OutsFolder) -> Polygons:
-    """The nucleus polygons: training needs them, so their absence is an error."""
-    name = outs.first(*NUCLEUS_FILES)
+def boundary_files(kind: str) -> tuple[str, ...]:
+    """The file names a run may use for `kind` (NUCLEUS or CELL), in order of preference."""
+    return tuple(f"{kind}{suffix}" for suffix in _SUFFIXES)
+
+
+def read_boundaries(outs: OutsFolder, kind: str) -> Polygons | None:
+    """The polygons of `kind`, or None when the run has no such file (a transcript-only run)."""
+    name = outs.first(*boundary_files(kind))
     if name is None:
-        raise XeniumFormatError(f"{outs.url(NUCLEUS_FILES[0])}: not found (nor .csv.gz / .csv)")
+        return None
     url = outs.url(name)
     with reading(url, "unreadable boundaries table"):
         if name.endswith(".parquet"):

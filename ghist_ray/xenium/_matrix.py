@@ -11,6 +11,17 @@ import scipy.sparse as sp
 from ghist_ray.xenium._errors import XeniumFormatError
 
 GENE_EXPRESSION = "Gene Expression"
+#: Name prefixes of Xenium control features, with the feature_type the matrix files give them.
+_CONTROL_PREFIXES = {
+    "NegControlProbe_": "Negative Control Probe",
+    "NegControlCodeword_": "Negative Control Codeword",
+    "BLANK_": "Unassigned Codeword",
+    "UnassignedCodeword_": "Unassigned Codeword",
+    "Deprecated": "Deprecated Codeword",
+    "Genomic": "Genomic Control",
+    "Intergenic_Region_": "Genomic Control",
+    "antisense_": "Genomic Control",
+}
 
 
 @dataclass(frozen=True)
@@ -52,3 +63,8 @@ def feature_table(ids: np.ndarray, names: np.ndarray, types: np.ndarray) -> pd.D
     return pd.DataFrame(
         {"id": np.asarray(ids, dtype=object), "name": names, "feature_type": types}
     ).astype(str)
+
+
+def type_by_name(name: str) -> str | None:
+    """The control type a feature's name gives away, for files that do not type features."""
+    return next((t for p, t in _CONTROL_PREFIXES.items() if name.startswith(p)), None)

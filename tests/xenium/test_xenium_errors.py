@@ -36,12 +36,12 @@ def test_no_matrix_at_all(outs: tuple[Path, Expected]) -> None:
     _one_line(err, "cell_feature_matrix.h5")
 
 
-def test_missing_nucleus_boundaries(outs: tuple[Path, Expected]) -> None:
+def test_missing_nucleus_boundaries_when_required(outs: tuple[Path, Expected]) -> None:
     folder, _ = outs
     (folder / "nucleus_boundaries.parquet").unlink()
-    with pytest.raises(XeniumFormatError) as err:
-        read_xenium(str(folder))
-    _one_line(err, str(folder / "nucleus_boundaries"))
+    with pytest.raises(XeniumFormatError, match="no nucleus boundaries") as err:
+        read_xenium(str(folder), require_nuclei=True)
+    _one_line(err, f"{folder} (nucleus_boundaries.parquet")
 
 
 def test_cells_missing_from_matrix(outs: tuple[Path, Expected]) -> None:

@@ -50,10 +50,13 @@ def test_r_rewritten_h5_and_cells_csv() -> None:
     assert run.pixel_size == 0.2125
 
 
-def test_nuclei_are_required_unless_waived() -> None:
-    with pytest.raises(XeniumFormatError, match="nucleus_boundaries"), warnings.catch_warnings():
+def test_nuclei_are_optional_unless_required() -> None:
+    with pytest.warns(UserWarning, match="no nucleus boundaries"):
+        run = read_xenium(str(SMALL))
+    assert len(run.nuclei) == 0 and run.adata.n_obs > 0
+    with pytest.raises(XeniumFormatError, match="no nucleus boundaries"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        read_xenium(str(SMALL))
+        read_xenium(str(SMALL), require_nuclei=True)
 
 
 @pytest.fixture(scope="module")
