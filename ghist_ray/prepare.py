@@ -105,7 +105,7 @@ def _tile_cell_counts(pair: PairedSlide, x0: np.ndarray, y0: np.ndarray, size: i
 def _plan_slide(
     src: PairSource, rules: LabelRules, reference: pd.DataFrame | None, config: PrepareConfig
 ) -> tuple[PairedSlide, dict]:
-    run = read_xenium(src.xenium_uri)
+    run = read_xenium(src.xenium_uri, require_nuclei=True)
     alignment = Alignment.from_csv(src.alignment_uri, run.pixel_size)
     with open_slide(src.slide_uri, src.mpp, slide_id=src.slide_id) as slide:
         (width, height), slide_mpp = slide.dimensions, slide.mpp
