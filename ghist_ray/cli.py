@@ -107,6 +107,72 @@ def synth(
 
 @app.command()
 @user_errors
+def manifest(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="slide folder or s3:// prefix, GDC download manifest, or table naming slide files"
+        ),
+    ],
+    out: Annotated[str, typer.Option(help="manifest to write: .csv, .tsv or .parquet, or s3://")],
+    pattern: Annotated[
+        list[str] | None,
+        typer.Option("--pattern", help="file name glob (repeat); default: every slide format"),
+    ] = None,
+    root: Annotated[
+        str | None,
+        typer.Option(help="folder of a GDC manifest's or table's files (default: its folder)"),
+    ] = None,
+    slide_column: Annotated[
+        str | None, typer.Option(help="table column of slide files (default: slide_id, file…)")
+    ] = None,
+    patient_column: Annotated[str | None, typer.Option(help="table column of patients")] = None,
+    patient_regex: Annotated[
+        str | None,
+        typer.Option(help="regex on slide ids, group 1 the patient (default: TCGA barcode)"),
+    ] = None,
+    xenium: Annotated[
+        str | None, typer.Option(help="folder of Xenium outputs, paired to slides by name")
+    ] = None,
+    open_slides: Annotated[
+        bool,
+        typer.Option("--open/--no-open", help="open slides for their µm/px (s3: downloads them)"),
+    ] = True,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --out")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Build a cohort manifest from slide files: ids, patients, µm/px, Xenium pairs."""
+    from ghist_ray.manifest import build_manifest, describe, find_slides, write_manifest
+
+    cfg = _config(config, set_)
+    found = find_slides(
+        source,
+        patterns=pattern,
+        root=root,
+        slide_column=slide_column,
+        patient_column=patient_column,
+    )
+    built = build_manifest(
+        found,
+        patient_pattern=patient_regex or cfg.survival.patient_pattern,
+        xenium=xenium,
+        open_slides=open_slides,
+        progress=_say,
+    )
+    write_manifest(built, out, overwrite)
+    _say(describe(built))
+    for note in built.notes:
+        _say(f"note: {note}")
+    problems = int(built.table["problem"].notna().sum())
+    _say(
+        f"manifest: {len(built.table)} slides ({problems} with a problem), "
+        f"{len(built.left_out)} left out -> {out}"
+    )
+
+
+@app.command()
+@user_errors
 def prepare(
     manifest: Annotated[str, typer.Option(help="cohort manifest (Parquet/CSV, local or s3://)")],
     out: Annotated[str, typer.Option(help="shard folder or s3:// URI")],
@@ -195,9 +261,15 @@ def calibrate(
 @app.command()
 @user_errors
 def infer(
-    manifest: Annotated[str, typer.Option(help="cohort manifest (Parquet/CSV, local or s3://)")],
     model: Annotated[str, typer.Option(help="model directory or models:/<name>/<version>")],
     out: Annotated[str, typer.Option(help="output root (local or s3://); re-running resumes")],
+    manifest: Annotated[
+        str | None, typer.Option(help="cohort manifest (Parquet/CSV, local or s3://)")
+    ] = None,
+    slides: Annotated[
+        str | None,
+        typer.Option(help="instead of --manifest: a folder or s3:// prefix of slides"),
+    ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow store: registry for models:/, run log")
     ] = None,
@@ -212,10 +284,18 @@ def infer(
     ] = False,
 ) -> None:
     """Predict every cell of every slide into per-cell Parquet; exits 1 if slides failed,
-    2 if another run holds --out or done slides were made differently."""
+    2 if another run holds --out or done slides were made differently. With --slides the
+    manifest is built from the folder and kept under --out (manifests/)."""
     from ghist_ray.infer import run_infer
+    from ghist_ray.manifest import run_manifest
 
+    if (manifest is None) == (slides is None):
+        _fail("give exactly one of --manifest and --slides")
     cfg = _config(config, set_)
+    if slides is not None:
+        manifest = run_manifest(
+            slides, out, patient_pattern=cfg.survival.patient_pattern, progress=_say
+        )
     summary = run_infer(
         cfg.infer, manifest, model, out, tracking_uri, progress=_say, redo_changed=redo_changed
     )

@@ -258,7 +258,8 @@ class SurvivalConfig(StageConfig):
         ["prop.*", "spatial.*"],
         min_length=1,
         description="names or glob patterns: prop.<type>, area.<type>, expr.<gene>, "
-        "expr.<type>.<gene>, prog.<name>, prog.<type>.<name>, spatial.<stat>",
+        "expr.<type>.<gene>, prog.<name>, prog.<type>.<name>, spatial.<stat>, or columns "
+        "of a --features table; unset, a --features table's every column is added",
     )
     extra_features: list[str] = Field(
         [],

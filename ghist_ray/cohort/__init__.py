@@ -10,6 +10,7 @@ Example::
     compare_models(["models:/ghist/1", "models:/ghist/2"], report.tracking_uri)
 
 Modules by role: ``features`` (streaming per-slide sums → features),
+``tables`` (feature tables users bring, per patient or per slide),
 ``clinical`` (table layouts, barcode join), ``survival`` (Cox, CV C-index, KM,
 PH test; tidy tables), ``plots`` (pictures from those tables), ``run`` (the
 ``ghist-ray survival`` pipeline), ``compare`` (``ghist-ray compare``).
@@ -27,6 +28,7 @@ from ghist_ray.cohort.survival import (
     fit_cox,
     kaplan_meier,
 )
+from ghist_ray.cohort.tables import FeatureTable, read_feature_table
 
 __all__ = [
     "LAYOUTS",
@@ -34,6 +36,7 @@ __all__ = [
     "CellStats",
     "ClinicalTable",
     "CoxModel",
+    "FeatureTable",
     "KMResult",
     "SurvivalReport",
     "cohort_stats",
@@ -43,6 +46,7 @@ __all__ = [
     "join_cohort",
     "kaplan_meier",
     "read_clinical",
+    "read_feature_table",
     "run_survival",
     "select_features",
     "slide_patients",

@@ -17,8 +17,10 @@ curated    ``case_id``                 curated TCGA tables (e.g. MCAT/PORPOISE):
                                        ``slide_id`` lists the slide files of each case
 =========  ==========================  ==================================================
 
-Rows of one patient (treatments, slides) collapse to one: each column's first
-non-missing value; rows that disagree on time or event are an error. Patients
+A layout's default covariate columns (age, stage) are read when the table has
+them; columns mapped in the config must exist. Rows of one patient (treatments,
+slides) collapse to one: each column's first non-missing value; rows that
+disagree on time or event are an error. Patients
 with a missing time or event are dropped and counted (``ClinicalTable.dropped``);
 negative times, events other than 0/1 (or Dead/Alive, ``1:DECEASED``) and
 missing columns are errors naming the file and the column.
@@ -231,7 +233,10 @@ def read_clinical(
         ("slide", layout.slide),
     ):
         _need(table, column, role, source)
-    for name, column in layout.covariates.items():
+    covariates = layout.covariates
+    if config.covariates is None:  # the layout's defaults: a table without them has none
+        covariates = {n: c for n, c in covariates.items() if c in table.columns}
+    for name, column in covariates.items():
         _need(table, column, f"covariates.{name}", source)
 
     patient = table[layout.patient].astype("string").str.strip().str.upper()
@@ -248,7 +253,7 @@ def read_clinical(
             f"(e.g. patient {first}: {time[negative].iloc[0]:g} in {layout.time!r})"
         )
     frame = pd.DataFrame({"patient_id": patient, "time": time, "event": event})
-    for name, column in layout.covariates.items():
+    for name, column in covariates.items():
         frame[name] = table[column]
     frame = frame[frame["patient_id"].notna()]
     if frame.empty:
@@ -320,7 +325,7 @@ def encode_covariates(patients: pd.DataFrame, names: list[str], source: str) -> 
         if name not in patients.columns:
             raise GhistError(
                 f"{source}: no covariate {name!r} (known: {[c for c in patients.columns]}); "
-                "map it under survival.clinical.covariates"
+                "map it under survival.clinical.covariates or leave it out of survival.covariates"
             )
         raw = patients[name]
         present = raw.dropna().astype(str)

@@ -1,5 +1,8 @@
-"""``ghist-ray survival``: cells of an inference run + a clinical table → survival
-analysis under ``out``, tracked as one MLflow run.
+"""``ghist-ray survival``: cells of an inference run and/or a feature table
+(:mod:`ghist_ray.cohort.tables`) + a clinical table → survival analysis under
+``out``, tracked as one MLflow run. Both inputs join on the patient; a feature
+table's columns are all modelled unless ``survival.features`` (``--feature``)
+chooses, and then the choice runs over the predicted and the table's columns.
 
 Example::
 
@@ -13,7 +16,8 @@ Example::
 Files written under ``out`` (local or s3://; ``survival.json`` last):
 
 ========================== =========================================================
-``features_slides.parquet`` every feature per slide (+ ``patient_id``)
+``features_slides.parquet`` every feature per slide (+ ``patient_id``): the cells',
+                           else a per-slide feature table's (else no rows)
 ``features_patients.parquet`` every feature per patient (slides pooled) + ``n_slides``
 ``analysis_table.csv``     the modelled patients: time, event, features, covariates,
                            held-out risk and risk group
@@ -23,7 +27,8 @@ Files written under ``out`` (local or s3://; ``survival.json`` last):
 ``cv_cindex.json``         the cross-validated C-indices with 95% CIs (model, features
                            only, covariates only, shuffled-outcome control)
 ``km_curves.csv``, ``km_groups.csv``  KM curves and group sizes/medians, log-rank
-``unmatched.csv``          slides without a clinical patient, patients without slides
+``unmatched.csv``          slides or table rows without a clinical patient, patients
+                           without slides or table row
 ``metrics.json``           every number logged to MLflow
 ``km.png``, ``forest.png`` the pictures
 ``survival.json``          the report summary (written last)
@@ -33,7 +38,9 @@ The MLflow run (default store: ``sqlite:///<out>/mlflow.db``) carries tags
 linking it to what made its features, read from ``<cells>/state/run.json``:
 ``ghist_ray.model`` (model URI), ``ghist_ray.inference_run_id`` and, for a
 registry model, ``ghist_ray.model_name``/``model_version`` and
-``ghist_ray.train_run_id`` (the training run with the ``eval_*`` metrics).
+``ghist_ray.train_run_id`` (the training run with the ``eval_*`` metrics). A
+feature table is logged as params beside ``cells``: ``features_table`` (its URI),
+``features_table_sha256`` (of its bytes) and ``features_table_id`` (id column).
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ from ghist_ray.cohort.survival import (
     fit_cox,
     kaplan_meier,
 )
+from ghist_ray.cohort.tables import FeatureTable, read_feature_table
 from ghist_ray.config import SurvivalConfig, dump_config
 from ghist_ray.errors import GhistError
 from ghist_ray.inference.state import RunLayout
@@ -79,6 +87,7 @@ STAGE_TAG = "ghist_ray.stage"
 TRAIN_RUN_TAG = "ghist_ray.train_run_id"
 MODEL_NAME_TAG = "ghist_ray.model_name"
 MODEL_VERSION_TAG = "ghist_ray.model_version"
+NOTHING = "survival needs --cells (an inference output root), --features (a feature table) or both"
 
 
 @dataclass(frozen=True)
@@ -125,69 +134,41 @@ def manifest_patients(manifest_uri: str | None) -> dict[str, str]:
     }
 
 
-def read_patient_table(source: str) -> pd.DataFrame:
-    """A per-patient feature table written by another stage (``ghist-ray cluster``,
-    ``ghist-ray spatial``: ``features_patients.parquet``), indexed by patient id."""
-    fs, path = uris.filesystem(source)
-    if not fs.exists(path):
-        raise GhistError(f"{source}: extra feature table not found")
-    with fs.open(path, "rb") as fh:
-        table = pd.read_parquet(fh)
-    if "patient_id" not in table.columns:
-        raise GhistError(f"{source}: extra feature table has no patient_id column")
-    table = table.drop(columns=["n_slides"], errors="ignore")
-    table["patient_id"] = table["patient_id"].astype(str).str.strip().str.upper()
-    return table.set_index("patient_id")
+@dataclass(frozen=True)
+class _Side:
+    """One input's per-patient features and the bookkeeping of its clinical join."""
+
+    patients: pd.DataFrame  # indexed by patient_id
+    slides: pd.DataFrame | None  # per slide, with patient_id
+    unmatched: list[pd.DataFrame]
+    counts: dict[str, float]
 
 
-def _with_extra(patient_features: pd.DataFrame, sources: list[str]) -> pd.DataFrame:
-    """Join the extra per-patient tables on; a name already taken is an error."""
-    for source in sources:
-        extra = read_patient_table(source)
-        clash = patient_features.columns.intersection(extra.columns)
-        if len(clash):
-            raise GhistError(f"{source}: features {list(clash[:3])} already exist")
-        patient_features = patient_features.join(extra, how="left")
-    return patient_features
+def _unmatched(groups: list[tuple[str, pd.Index]]) -> list[pd.DataFrame]:
+    return [pd.DataFrame({"kind": kind, "id": ids}) for kind, ids in groups if len(ids)]
 
 
-def join_cohort(
+def _cells_side(
     stats: CellStats,
     clinical: ClinicalTable,
     config: SurvivalConfig,
     cells_uri: str,
-    manifest_uri: str | None = None,
-    progress: Progress = print,
-) -> CohortTable:
-    """Slides → patients (barcode, or manifest / clinical slide column), features
-    pooled per patient, joined with the clinical table; unmatched reported,
-    incomplete rows and constant features dropped with a warning and a count."""
-    known = {**clinical.slide_patients, **manifest_patients(manifest_uri)}
+    known: dict[str, str],
+    progress: Progress,
+) -> _Side:
+    """Predicted slides → patients, features pooled per patient."""
     patient_of = slide_patients(stats.index, config.patient_pattern, known)
     slide_features = stats.features(config.programmes, config.type_expression, progress)
     slide_features.insert(0, "patient_id", patient_of)
     pooled = stats.pool(patient_of)
     patient_features = pooled.features(config.programmes, config.type_expression, lambda _: None)
     patient_features.insert(0, "n_slides", patient_of.value_counts().reindex(pooled.index))
-    patient_features = _with_extra(patient_features, config.extra_features)
 
     clinical_ids = clinical.patients.index
     matched = patient_features.index.intersection(clinical_ids)
     no_patient = patient_of.index[patient_of.isna()]
     no_clinical = patient_of.index[patient_of.notna() & ~patient_of.isin(clinical_ids)]
     no_slides = clinical_ids.difference(patient_features.index)
-    parts = [
-        pd.DataFrame({"kind": kind, "id": ids})
-        for kind, ids in (
-            ("slide without patient id", no_patient),
-            ("slide without clinical row", no_clinical),
-            ("patient without slides", no_slides),
-        )
-        if len(ids)
-    ]
-    unmatched = (
-        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["kind", "id"])
-    )
     if matched.empty:
         slide_eg = f"{stats.index[0]!r} → {patient_of.iloc[0]!r}"
         raise GhistError(
@@ -201,12 +182,153 @@ def join_cohort(
             f"without a patient id, {len(no_clinical)} slides without a clinical row, "
             f"{len(no_slides)} clinical patients without slides (see unmatched.csv)"
         )
+    unmatched = _unmatched(
+        [
+            ("slide without patient id", no_patient),
+            ("slide without clinical row", no_clinical),
+            ("patient without slides", no_slides),
+        ]
+    )
+    counts = {
+        "n_slides": float(len(stats.index)),
+        "n_slides_matched": float(patient_of.isin(matched).sum()),
+        "n_unmatched_slides": float(len(no_patient) + len(no_clinical)),
+        "n_unmatched_patients": float(len(no_slides)),
+    }
+    return _Side(patient_features, slide_features, unmatched, counts)
 
-    available = [c for c in patient_features.columns if c != "n_slides"]
-    features = select_features(available, config.features)
+
+def _table_side(
+    table: FeatureTable,
+    clinical: ClinicalTable,
+    config: SurvivalConfig,
+    known: dict[str, str],
+    progress: Progress,
+) -> _Side:
+    """A feature table's rows → patients (slide tables pooled, as for cells)."""
+    patients = table.patients(config.patient_pattern, known)
+    clinical_ids = clinical.patients.index
+    matched = patients.index.intersection(clinical_ids)
+    groups, slides, example = [], None, f"table ids like {list(patients.index[:2])}"
+    if table.per_slide:
+        patient_of = table.slide_patients(config.patient_pattern, known)
+        slides = table.values.copy()
+        slides.insert(0, "patient_id", patient_of)
+        groups.append(("table slide without patient id", patient_of.index[patient_of.isna()]))
+        example = f"slide {patient_of.index[0]!r} → {patient_of.iloc[0]!r}"
+    no_clinical = patients.index.difference(clinical_ids)
+    no_row = clinical_ids.difference(patients.index)
+    groups += [
+        ("table patient without clinical row", no_clinical),
+        ("patient without table row", no_row),
+    ]
+    if matched.empty:
+        raise GhistError(
+            f"{table.source}: no patient matches the clinical table {clinical.source} "
+            f"({example}; clinical ids like {list(clinical_ids[:2])})"
+            + ("; check survival.patient_pattern or pass a manifest" if table.per_slide else "")
+        )
+    if sum(len(ids) for _, ids in groups):
+        progress(
+            f"survival: feature table matched {len(matched)} patients; "
+            + ", ".join(f"{len(ids)} {kind}" for kind, ids in groups)
+            + " (see unmatched.csv)"
+        )
+    counts = {
+        "n_table_patients": float(len(patients)),
+        "n_table_patients_matched": float(len(matched)),
+    }
+    return _Side(patients, slides, _unmatched(groups), counts)
+
+
+def _join(
+    base: pd.DataFrame, table: FeatureTable, extra: pd.DataFrame, how: str, text: dict
+) -> pd.DataFrame:
+    """Join ``extra`` (the per-patient rows of ``table``) onto ``base``; a name
+    already taken is an error. Its non-numeric columns are noted in ``text``."""
+    clash = base.columns.union(list(text)).intersection(table.names)
+    if len(clash):
+        raise GhistError(f"{table.source}: features {list(clash[:3])} already exist")
+    text.update({name: (table.source, value) for name, value in table.text.items()})
+    return base.join(extra, how=how)
+
+
+def _wanted(config: SurvivalConfig, cells: bool, table: FeatureTable | None) -> list[str]:
+    """The chosen features: ``survival.features`` when set (``--feature``), else the
+    default patterns of the cells, if any, and every column of the feature table."""
+    if table is None or "features" in config.model_fields_set:
+        return config.features
+    return [*(config.features if cells else []), *table.names]
+
+
+def _refuse_text(features: list[str], text: dict[str, tuple[str, str]]) -> None:
+    chosen = [f for f in features if f in text]
+    if chosen:
+        source, value = text[chosen[0]]
+        names = [f for f in chosen if text[f][0] == source]
+        raise GhistError(
+            f"{source}: columns {names[:6]} are not numbers (e.g. {value!r} in "
+            f"{names[0]!r}); encode them as numbers or choose features without them (--feature)"
+        )
+
+
+def join_cohort(
+    stats: CellStats | None,
+    clinical: ClinicalTable,
+    config: SurvivalConfig,
+    cells_uri: str | None,
+    manifest_uri: str | None = None,
+    progress: Progress = print,
+    feature_table: FeatureTable | None = None,
+) -> CohortTable:
+    """Predicted slides and/or a feature table → patients (barcode, or manifest /
+    clinical slide column), features pooled per patient, joined on the patient
+    with each other (outer) and the clinical table; unmatched reported,
+    incomplete rows and constant features dropped with a warning and a count."""
+    known = {**clinical.slide_patients, **manifest_patients(manifest_uri)}
+    sides = []
+    if stats is not None:
+        sides.append(_cells_side(stats, clinical, config, str(cells_uri), known, progress))
+    if feature_table is not None:
+        sides.append(_table_side(feature_table, clinical, config, known, progress))
+    if not sides:
+        raise GhistError(NOTHING)
+    text: dict[str, tuple[str, str]] = {}
+    patient_features = sides[0].patients
+    if feature_table is not None:
+        if stats is None:
+            text.update({n: (feature_table.source, v) for n, v in feature_table.text.items()})
+        else:
+            own = sides[1].patients.drop(columns="n_slides", errors="ignore")
+            patient_features = _join(patient_features, feature_table, own, "outer", text)
+    for source in config.extra_features:
+        extra = read_feature_table(source, "patient_id", "extra feature table")
+        patient_features = _join(patient_features, extra, extra.patients("", {}), "left", text)
+    slides = next((s.slides for s in sides if s.slides is not None), None)
+    if slides is None:
+        slides = pd.DataFrame(columns=["patient_id"], index=pd.Index([], name="slide_id"))
+
+    clinical_ids = clinical.patients.index
+    matched = patient_features.index.intersection(clinical_ids)
+    unmatched_parts = [part for side in sides for part in side.unmatched]
+    unmatched = (
+        pd.concat(unmatched_parts, ignore_index=True)
+        if unmatched_parts
+        else pd.DataFrame(columns=["kind", "id"])
+    )
+    available = [c for c in patient_features.columns if c != "n_slides"] + list(text)
+    wanted = _wanted(config, stats is not None, feature_table)
+    features = select_features(available, wanted)
+    _refuse_text(features, text)
     covariates = encode_covariates(
         clinical.patients.loc[matched], config.covariates, clinical.source
     )
+    taken = [f for f in features if f in {"time", "event", *covariates.columns}]
+    if taken:
+        raise GhistError(
+            f"features {taken[:6]} have the names of outcome or covariate columns; rename "
+            "them or leave those covariates out of survival.covariates"
+        )
     table = pd.concat(
         [
             clinical.patients.loc[matched, ["time", "event"]],
@@ -215,12 +337,8 @@ def join_cohort(
         ],
         axis=1,
     )
-    counts: dict[str, float] = {
-        "n_slides": float(len(stats.index)),
-        "n_slides_matched": float(patient_of.isin(matched).sum()),
-        "n_unmatched_slides": float(len(no_patient) + len(no_clinical)),
-        "n_unmatched_patients": float(len(no_slides)),
-        **{f"n_dropped_{k.replace(' ', '_')}": float(v) for k, v in clinical.dropped.items()},
+    counts: dict[str, float] = {k: v for side in sides for k, v in side.counts.items()} | {
+        f"n_dropped_{k.replace(' ', '_')}": float(v) for k, v in clinical.dropped.items()
     }
     incomplete = table.isna().any(axis=1)
     if incomplete.any():
@@ -244,12 +362,12 @@ def join_cohort(
         table = table.drop(columns=constant)
     if not features:
         raise GhistError(
-            f"every chosen feature {config.features} is constant across the "
+            f"every chosen feature {wanted} is constant across the "
             f"{len(table)} patients: nothing to model"
         )
     covariate_columns = [c for c in covariates.columns if c in table.columns]
     return CohortTable(
-        table, features, covariate_columns, slide_features, patient_features, unmatched, counts
+        table, features, covariate_columns, slides, patient_features, unmatched, counts
     )
 
 
@@ -417,24 +535,39 @@ def inference_links(cells_uri: str, tracking_uri: str) -> dict[str, str]:
 
 def run_survival(
     config: SurvivalConfig,
-    cells_uri: str,
+    cells_uri: str | None,
     clinical_uri: str,
     out: str,
     tracking_uri: str | None = None,
     manifest_uri: str | None = None,
     progress: Progress = print,
+    features_uri: str | None = None,
+    features_id: str | None = None,
 ) -> SurvivalReport:
-    """Features → clinical join → Cox/KM/CV → files under ``out`` and one MLflow run
-    (module docstring). User errors are :class:`GhistError` with one line."""
+    """Features (of predicted cells, of a feature table, or both) → clinical join →
+    Cox/KM/CV → files under ``out`` and one MLflow run (module docstring). User
+    errors are :class:`GhistError` with one line."""
+    if cells_uri is None and features_uri is None:
+        raise GhistError(NOTHING)
     started = time.perf_counter()
     clinical = read_clinical(clinical_uri, config.clinical, warn=progress)
     progress(
         f"survival: clinical {redact(clinical_uri)}: {len(clinical.patients)} patients "
         f"({clinical.layout} layout, times in {clinical.time_unit})"
     )
-    stats = cohort_stats(cells_uri, config, progress)
-    progress(f"survival: features of {len(stats.index)} done slides from {redact(cells_uri)}")
-    cohort = join_cohort(stats, clinical, config, cells_uri, manifest_uri, progress)
+    table = None
+    if features_uri is not None:
+        table = read_feature_table(features_uri, features_id)
+        rows = "slides" if table.per_slide else "patients"
+        progress(
+            f"survival: feature table {redact(features_uri)}: {len(table.values)} {rows} × "
+            f"{len(table.names)} columns (id column {table.id_column!r})"
+        )
+    stats = None
+    if cells_uri is not None:
+        stats = cohort_stats(cells_uri, config, progress)
+        progress(f"survival: features of {len(stats.index)} done slides from {redact(cells_uri)}")
+    cohort = join_cohort(stats, clinical, config, cells_uri, manifest_uri, progress, table)
     found = analyse(config, cohort, progress)
     metrics = found["metrics"]
     metrics["seconds"] = time.perf_counter() - started
@@ -443,13 +576,19 @@ def run_survival(
     tags = {
         tracking.NAME_TAG: config.run_name,
         STAGE_TAG: "survival",
-        **inference_links(cells_uri, store),
+        **(inference_links(cells_uri, store) if cells_uri else {}),
+    }
+    source = {
+        "features_table": redact(features_uri) if features_uri else "",
+        "features_table_sha256": table.sha256 if table else "",
+        "features_table_id": table.id_column if table else "",
     }
     run_id = tracking.create_run(store, config.run_name, tags)
     report = {
         "run_id": run_id,
         "tracking_uri": redact(store),
-        "cells": redact(cells_uri),
+        "cells": redact(cells_uri) if cells_uri else None,
+        **source,
         "clinical": redact(clinical_uri),
         "features": cohort.features,
         "covariates": cohort.covariates,
@@ -468,7 +607,8 @@ def run_survival(
             {
                 **{k: v for k, v in config.model_dump().items() if k != "clinical"},
                 **{f"clinical.{k}": v for k, v in config.clinical.model_dump().items()},
-                "cells": redact(cells_uri),
+                "cells": redact(cells_uri) if cells_uri else "",
+                **source,
                 "clinical_table": redact(clinical_uri),
                 "clinical_layout": clinical.layout,
                 "manifest": redact(manifest_uri) if manifest_uri else "",
