@@ -4,6 +4,14 @@
 folder or s3:// prefix of slides, a GDC download manifest, a slide table).
 """
 
+from ghist_ray.manifest.build import (
+    BuiltManifest,
+    build_manifest,
+    describe,
+    run_manifest,
+    write_manifest,
+)
+from ghist_ray.manifest.find import Candidate, Found, find_slides
 from ghist_ray.manifest.read import (
     MAX_QUOTED,
     MAX_SLIDE_ID,
@@ -18,6 +26,14 @@ __all__ = [
     "MAX_SLIDE_ID",
     "OPTIONAL_URIS",
     "REQUIRED",
+    "BuiltManifest",
+    "Candidate",
+    "Found",
+    "build_manifest",
     "check_slide_id",
+    "describe",
+    "find_slides",
     "read_manifest",
+    "run_manifest",
+    "write_manifest",
 ]

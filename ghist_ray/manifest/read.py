@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
@@ -93,7 +94,7 @@ def read_manifest(manifest_uri: str) -> pd.DataFrame:
     base = (
         posixpath.dirname(manifest_uri.rstrip("/"))
         if "://" in manifest_uri
-        else str(uris.join(manifest_uri, ".."))
+        else str(Path(manifest_uri).absolute().parent)  # "<file>/.." is no path on POSIX
     )
     for column in ("uri", *OPTIONAL_URIS):
         if column in table.columns:
