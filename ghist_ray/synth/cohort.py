@@ -3,8 +3,11 @@
 Layout of the output folder::
 
     manifest.parquet        slide_id, uri, patient_id, has_xenium, xenium_uri
-    slides/<slide_id>.tiff  pyramidal JPEG TIFF (OpenSlide generic-tiff)
-    xenium/<slide_id>/      10x Xenium outs for the paired slides
+    slides/<slide_id>.tiff  pyramidal JPEG TIFF (OpenSlide generic-tiff), unpaired slides
+    xenium/<slide_id>/      10x Xenium outs for the paired slides, and beside them the
+                            H&E as Xenium users get it: <slide_id>_he_image.ome.tif
+                            (OME-TIFF, pyramid in SubIFDs) with the Xenium Explorer
+                            alignment <slide_id>_he_imagealignment.csv
     truth/<slide_id>.parquet  every cell's position, type and area (ground truth)
     clinical.csv            one row per patient, planted survival
     reference/profiles.csv  per-type mean expression (atlas-like)
@@ -41,7 +44,7 @@ from ghist_ray.synth.layout import TYPE_NAMES, generate_layout
 from ghist_ray.synth.reference import reference_profiles
 from ghist_ray.synth.render import SlideScene, render_region
 from ghist_ray.synth.wsi import write_pyramid
-from ghist_ray.synth.xenium_outs import random_alignment, write_xenium_outs
+from ghist_ray.synth.xenium_outs import HE_IMAGE_SUFFIX, random_alignment, write_xenium_outs
 
 MARKER = "cohort.json"
 
@@ -72,8 +75,10 @@ def _make_slide(plan: SlidePlan, config: SynthConfig, index: int, root: Path) ->
     fields, cells = generate_layout(width_um, height_um, plan.params, plan.seed)
     scene = SlideScene(fields, cells, plan.params, config.mpp, plan.seed)
     width_px, height_px = round(width_um / config.mpp), round(height_um / config.mpp)
+    path = root / slide_path(plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
     levels = write_pyramid(
-        root / "slides" / f"{plan.slide_id}.tiff",
+        path,
         width_px,
         height_px,
         config.mpp,
@@ -81,6 +86,7 @@ def _make_slide(plan: SlidePlan, config: SynthConfig, index: int, root: Path) ->
         tile=config.tile_px,
         quality=config.jpeg_quality,
         description=f"ghist_ray synthetic H&E {plan.slide_id}",
+        ome=plan.has_xenium,
     )
     truth = pd.DataFrame(
         {
@@ -105,11 +111,19 @@ def _make_slide(plan: SlidePlan, config: SynthConfig, index: int, root: Path) ->
     return SlideResult(plan.slide_id, len(cells), levels, time.perf_counter() - start)
 
 
+def slide_path(plan: SlidePlan) -> str:
+    """Where a slide goes, relative to the cohort root: a paired slide's H&E lives in its
+    Xenium folder, named the way 10x names it."""
+    if plan.has_xenium:
+        return f"xenium/{plan.slide_id}/{plan.slide_id}{HE_IMAGE_SUFFIX}"
+    return f"slides/{plan.slide_id}.tiff"
+
+
 def _manifest(plans: list[SlidePlan], out: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "slide_id": [p.slide_id for p in plans],
-            "uri": [uri.join(out, "slides", f"{p.slide_id}.tiff") for p in plans],
+            "uri": [uri.join(out, *slide_path(p).split("/")) for p in plans],
             "patient_id": [p.patient.patient_id for p in plans],
             "has_xenium": [p.has_xenium for p in plans],
             "xenium_uri": [

@@ -1,4 +1,7 @@
-"""Pyramidal, tiled, JPEG-compressed TIFFs that OpenSlide opens as generic-tiff.
+"""Pyramidal, tiled, JPEG-compressed TIFFs in the two forms users have: generic
+TIFF (what OpenSlide opens as generic-tiff; most scanners' exports look like it)
+and OME-TIFF with the pyramid in SubIFDs (10x's H&E export beside Xenium outs,
+Bio-Formats ≥ 6), which OpenSlide does not see and the tifffile backend reads.
 
 Level 0 is rendered tile by tile and streamed to disk; each tile is also
 box-averaged into the next level, so the full-resolution image never exists in
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from uuid import NAMESPACE_URL, uuid5
 
 import numpy as np
 import tifffile
@@ -67,11 +71,14 @@ def write_pyramid(
     tile: int = 512,
     quality: int = 85,
     description: str = "",
+    ome: bool = False,
 ) -> int:
     """Write the slide to ``path`` atomically; returns the number of levels.
 
     MPP goes into the TIFF resolution tags of every level (1e4 / mpp pixels per
-    centimetre), which is where OpenSlide reads ``openslide.mpp-x/y`` from.
+    centimetre), which is where OpenSlide reads ``openslide.mpp-x/y`` from, and,
+    with ``ome``, into the OME-XML's PhysicalSizeX/Y; reduced levels then go into
+    SubIFDs of level 0 instead of the main IFD chain.
     """
     n_levels = level_count(width, height)
     partial = path.with_name(path.name + ".partial")
@@ -84,9 +91,14 @@ def write_pyramid(
         "compression": "jpeg",
         "compressionargs": {"level": quality},
         "resolutionunit": "CENTIMETER",
-        "metadata": None,
     }
-    with tifffile.TiffWriter(partial, bigtiff=big) as tif:
+    first: dict = {"metadata": None, "description": description}
+    if ome:
+        # A UUID from the content, not the clock: the same cohort is the same bytes.
+        named = {"Name": description, "UUID": str(uuid5(NAMESPACE_URL, description))}
+        physical = {"PhysicalSizeX": mpp, "PhysicalSizeY": mpp, **named}
+        first = {"metadata": {"axes": "YXS", **physical}, "subifds": n_levels - 1}
+    with tifffile.TiffWriter(partial, bigtiff=big, ome=ome) as tif:
         tif.write(
             _tiles(width, height, tile, render, reduced),
             shape=(height, width, 3),
@@ -94,7 +106,7 @@ def write_pyramid(
             tile=(tile, tile),
             resolution=(1e4 / mpp, 1e4 / mpp),
             subfiletype=0,
-            description=description,
+            **first,
             **common,
         )
         level = reduced
@@ -106,6 +118,7 @@ def write_pyramid(
                 tile=(level_tile, level_tile),
                 resolution=(1e4 / scale, 1e4 / scale),
                 subfiletype=1,
+                metadata=None,
                 **common,
             )
             level = _reduce(_pad(level, DOWNSAMPLE))

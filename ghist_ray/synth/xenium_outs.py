@@ -24,6 +24,7 @@ from ghist_ray.synth.layout import nucleus_polygons
 
 XENIUM_PIXEL_UM = 0.2125
 ALIGNMENT_SUFFIX = "_he_imagealignment.csv"
+HE_IMAGE_SUFFIX = "_he_image.ome.tif"  # 10x's name for the post-Xenium H&E export
 N_VERTICES = 16
 
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import openslide
 import pandas as pd
 import pytest
 
 from ghist_ray.config import InferConfig
 from ghist_ray.export import read_cohort
 from ghist_ray.infer import InferSummary, run_infer
+from ghist_ray.slides import open_slide
 from tests.slides.tiffs import write_tiff
 
 CROP_PX = 1024  # 256 µm at 0.25 µm/px: a 5 × 5 grid of model tiles
@@ -51,12 +51,11 @@ class InferCohort:
     truth: pd.DataFrame  # x_um, y_um of every nucleus of the good slides (slide µm)
 
 
-def _crop(source: Path, size: int) -> tuple[np.ndarray, int, int]:
-    with openslide.OpenSlide(source) as slide:
+def _crop(source: str, size: int) -> tuple[np.ndarray, int, int]:
+    with open_slide(source) as slide:
         w, h = slide.dimensions
         x0, y0 = w // 2 - size // 2, h // 2 - size // 2
-        region = slide.read_region((x0, y0), 0, (size, size)).convert("RGB")
-    return np.asarray(region), x0, y0
+        return slide.read(x0, y0, size, size), x0, y0
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +64,10 @@ def infer_cohort(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -
     (root / "slides").mkdir()
     manifest = pd.read_parquet(small_cohort / "manifest.parquet")
     rows, truths = [], []
-    for slide_id, source in zip(GOOD, manifest["slide_id"][: len(GOOD)], strict=True):
-        pixels, x0, y0 = _crop(small_cohort / "slides" / f"{source}.tiff", CROP_PX)
+    for slide_id, (source, uri) in zip(
+        GOOD, manifest[["slide_id", "uri"]].head(len(GOOD)).itertuples(index=False), strict=True
+    ):
+        pixels, x0, y0 = _crop(uri, CROP_PX)
         path = write_tiff(root / "slides" / f"{slide_id}.tiff", pixels, mpp=0.25)
         rows.append({"slide_id": slide_id, "uri": str(path), "patient_id": slide_id})
         truth = pd.read_parquet(small_cohort / "truth" / f"{source}.parquet")
@@ -78,7 +79,8 @@ def infer_cohort(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -
     good = root / "good.csv"
     pd.DataFrame(rows).to_csv(good, index=False)
     corrupt = root / "slides" / "corrupt.tiff"
-    whole = (small_cohort / "slides" / f"{manifest['slide_id'][2]}.tiff").read_bytes()
+    unpaired = manifest.loc[~manifest["has_xenium"], "uri"].iloc[0]  # a generic TIFF
+    whole = Path(unpaired).read_bytes()
     corrupt.write_bytes(whole[: len(whole) // 3])
     blank = write_tiff(
         root / "slides" / "blank.tiff", np.full((CROP_PX, CROP_PX, 3), 243, np.uint8), mpp=0.25

@@ -114,9 +114,13 @@ def test_cohort_written_to_s3(tmp_path: Path, s3_env) -> None:
     assert summary["slides"] == 2
     with fs.open("cohorts/demo/manifest.parquet") as fh:
         manifest = pd.read_parquet(fh)
-    assert all(u.startswith("s3://cohorts/demo/slides/") for u in manifest["uri"])
+    folders = {True: "s3://cohorts/demo/xenium/", False: "s3://cohorts/demo/slides/"}
+    assert all(
+        u.startswith(folders[paired]) for u, paired in manifest[["uri", "has_xenium"]].values
+    )
+    unpaired = manifest.loc[~manifest["has_xenium"], "uri"].iloc[0]
     local = fsspec.open_local(
-        f"simplecache::{manifest['uri'][0]}", simplecache={"cache_storage": str(tmp_path)}
+        f"simplecache::{unpaired}", simplecache={"cache_storage": str(tmp_path)}
     )
     with openslide.OpenSlide(local) as slide:
         assert slide.level_count >= 3

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import openslide
 import pandas as pd
+import tifffile
 
+from ghist_ray.slides import open_slide
 from tests.conftest import SMALL_COHORT
 
 
-def test_openslide_opens_every_slide_with_mpp_and_levels(small_cohort: Path) -> None:
+def test_openslide_opens_every_unpaired_slide_with_mpp_and_levels(small_cohort: Path) -> None:
     manifest = pd.read_parquet(small_cohort / "manifest.parquet")
     assert len(manifest) == SMALL_COHORT.n_slides
-    for uri in manifest["uri"]:
+    for uri in manifest.loc[~manifest["has_xenium"], "uri"]:
         with openslide.OpenSlide(uri) as slide:
             assert slide.properties[openslide.PROPERTY_NAME_VENDOR] == "generic-tiff"
             assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == SMALL_COHORT.mpp
@@ -26,14 +28,31 @@ def test_openslide_opens_every_slide_with_mpp_and_levels(small_cohort: Path) -> 
             assert slide.level_downsamples[1] == 4.0
 
 
+def test_paired_slides_are_ome_tiff_pyramids_beside_their_xenium_outs(
+    small_cohort: Path,
+) -> None:
+    # As Xenium users receive the H&E: OME-TIFF, pyramid in SubIFDs, µm/px in the OME-XML.
+    manifest = pd.read_parquet(small_cohort / "manifest.parquet")
+    paired = manifest[manifest["has_xenium"]]
+    assert len(paired) == SMALL_COHORT.n_xenium
+    for row in paired.itertuples():
+        assert Path(row.uri) == Path(row.xenium_uri) / f"{row.slide_id}_he_image.ome.tif"
+        assert (Path(row.xenium_uri) / f"{row.slide_id}_he_imagealignment.csv").exists()
+        with tifffile.TiffFile(row.uri) as tif:
+            assert tif.is_ome and len(tif.series[0].levels) >= 3
+        with open_slide(row.uri) as slide:
+            assert (slide.vendor, slide.mpp_source) == ("ome-tiff", "ome")
+            assert slide.mpp == SMALL_COHORT.mpp and slide.level_downsamples[1] == 4.0
+
+
 def _rgb(slide: openslide.OpenSlide, x: int, y: int, size: int, level: int = 0) -> np.ndarray:
     return np.asarray(slide.read_region((x, y), level, (size, size)).convert("RGB"), dtype=float)
 
 
 def test_tissue_regions_differ_from_background(small_cohort: Path) -> None:
-    truth = pd.read_parquet(next((small_cohort / "truth").glob("*.parquet")))
-    slide_id = truth["slide_id"].iloc[0]
-    with openslide.OpenSlide(small_cohort / "slides" / f"{slide_id}.tiff") as slide:
+    slide_path = next((small_cohort / "slides").glob("*.tiff"))
+    truth = pd.read_parquet(small_cohort / "truth" / f"{slide_path.stem}.parquet")
+    with openslide.OpenSlide(slide_path) as slide:
         # Around a tumour cell: stained (pink/purple, darker than glass).
         cell = truth[truth["cell_type"] == "Malignant"].iloc[0]
         px = int(cell.x_um / SMALL_COHORT.mpp) - 64, int(cell.y_um / SMALL_COHORT.mpp) - 64
