@@ -13,12 +13,12 @@ CSV, TSV or Parquet, local or s3://, one row per patient or per slide:
   slides' finite values, weighted by ``n_cells`` when the table has it (so
   proportions and per-cell means come out over all the patient's cells), and
   ``n_cells`` itself summed;
-* every other column is a feature. Columns that are not numbers are kept aside
-  with an example value: choosing one (every column is chosen when no
-  ``--feature`` is given) is an error naming the file and the columns, as
-  modelling fewer features than asked for without a word would be worse than
-  stopping; unchosen, they are harmless. ``n_slides`` is bookkeeping, never a
-  feature.
+* every other column is a feature (numbers; booleans and true/false as 1/0).
+  Columns that are not numbers are kept aside with an example value: choosing
+  one (every column is chosen when no ``--feature`` is given) is an error naming
+  the file and the columns, as modelling fewer features than asked for without
+  a word would be worse than stopping; unchosen, they are harmless.
+  ``n_slides`` is bookkeeping, never a feature.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from ghist_ray.cohort.clinical import slide_key, slide_patients
 from ghist_ray.errors import GhistError
 
 SLIDE, PATIENT, WEIGHT = "slide_id", "patient_id", "n_cells"
+FLAGS = {"true": 1.0, "false": 0.0}  # a CSV's True/False, as Parquet's booleans read
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def _numeric(column: pd.Series) -> tuple[np.ndarray | None, str]:
         return column.to_numpy(dtype=float, na_value=np.nan), ""
     text = _text(column)
     number = pd.to_numeric(text, errors="coerce")
+    number = number.where(number.notna(), text.str.lower().map(FLAGS))
     bad = text.notna() & number.isna()
     if bad.any():
         return None, str(text[bad].iloc[0])

@@ -109,6 +109,7 @@ def test_per_slide_table_pools_like_predicted_slides(tmp_path: Path) -> None:
             "patient_id": [None] * 12 + [patients[11], None],  # the table's own mapping
             "n_cells": [100.0] * 10 + [300.0, 50.0, 80.0, 10.0],
             "score": np.arange(14, dtype=float),
+            "reviewed": ["TRUE", "false"] * 7,  # flags in text read as 1/0
         }
     )
     slides.to_parquet(tmp_path / "slides.parquet")
@@ -117,7 +118,8 @@ def test_per_slide_table_pools_like_predicted_slides(tmp_path: Path) -> None:
     ).to_csv(tmp_path / "manifest.csv", index=False)
 
     table = read_feature_table(str(tmp_path / "slides.parquet"))
-    assert table.per_slide and table.names == ["n_cells", "score"]
+    assert table.per_slide and table.names == ["n_cells", "score", "reviewed"]
+    assert table.values["reviewed"].tolist() == [1.0, 0.0] * 7
     clinical = read_clinical(str(tmp_path / "clinical.csv"))
     config = SurvivalConfig(covariates=[])
     cohort = join_cohort(
@@ -129,7 +131,7 @@ def test_per_slide_table_pools_like_predicted_slides(tmp_path: Path) -> None:
     assert first["n_cells"] == 400 and first["n_slides"] == 2
     assert pooled.loc[patients[10], "score"] == 11  # scan_7 via the manifest
     assert pooled.loc[patients[11], "score"] == 12  # scan_8 via its own patient_id
-    assert cohort.features == ["n_cells", "score"]  # no --feature: every column
+    assert cohort.features == ["n_cells", "score", "reviewed"]  # no --feature: every column
     assert len(cohort.table) == 12
     lost = cohort.unmatched.set_index("kind").loc["table slide without patient id", "id"]
     assert lost == "lost_slide"
