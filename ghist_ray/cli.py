@@ -313,11 +313,23 @@ def infer(
 @app.command()
 @user_errors
 def survival(
-    cells: Annotated[str, typer.Option(help="inference output root (cells/, state/), or s3://")],
     clinical: Annotated[
         str, typer.Option(help="clinical CSV/TSV/Parquet: synthetic, GDC export or curated TCGA")
     ],
     out: Annotated[str, typer.Option(help="folder or s3:// URI for tables, pictures, metrics")],
+    cells: Annotated[
+        str | None, typer.Option(help="inference output root (cells/, state/), or s3://")
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="your feature table, CSV/TSV/Parquet or s3://: one row per patient "
+            "(patient_id) or slide (slide_id), numeric columns; with or without --cells"
+        ),
+    ] = None,
+    features_id: Annotated[
+        str | None, typer.Option(help="the feature table's patient id column, if not patient_id")
+    ] = None,
     manifest: Annotated[
         str | None, typer.Option(help="manifest whose patient_id maps slides (default: barcodes)")
     ] = None,
@@ -330,11 +342,21 @@ def survival(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Pseudo-bulk features → clinical join → Cox, CV C-index, KM/log-rank, in MLflow."""
+    """Predicted and/or your features → clinical join → Cox, CV C-index, KM/log-rank, in MLflow."""
     from ghist_ray.cohort import run_survival
 
     cfg = _config(config, set_, **{"survival.features": feature or None})
-    report = run_survival(cfg.survival, cells, clinical, out, tracking_uri, manifest, progress=_say)
+    report = run_survival(
+        cfg.survival,
+        cells,
+        clinical,
+        out,
+        tracking_uri,
+        manifest,
+        progress=_say,
+        features_uri=features,
+        features_id=features_id,
+    )
     typer.echo(report.cox.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     _say(
         f"survival written to {out}; MLflow run {report.run_id}: "
