@@ -1,0 +1,60 @@
+"""``ghist-ray infer --slides <folder>``: the manifest is built on the fly and kept
+under the run's root; a slide that cannot be opened is one of the run's failures,
+as it would be from a manifest. One small run (an untrained model: the slides'
+fate is what counts here, not the cells)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ghist_ray.inference.state import RunLayout
+from ghist_ray.manifest import read_manifest
+from ghist_ray.model import GhistNet, ModelConfig, save_model
+from tests.infer.conftest import TEST_CONFIG
+from tests.manifest_slides import UNOPENABLE, he_pixels
+from tests.slides.tiffs import write_tiff
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_infer_slides_builds_and_keeps_the_manifest(tmp_path: Path) -> None:
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    write_tiff(slides / "TCGA-AJ-A3NC-01Z-00-DX1.tiff", he_pixels()[:512, :512], mpp=0.25)
+    shutil.copy(UNOPENABLE, slides / UNOPENABLE.name)
+    model = ModelConfig(
+        preset="small", gene_names=["G1", "G2"], type_names=["A", "B"], patch_px=128, emb_dim=16
+    )
+    model_dir = save_model(GhistNet(model), tmp_path / "model")
+    config = tmp_path / "infer.yaml"
+    config.write_text(yaml.safe_dump({"infer": TEST_CONFIG.model_dump(mode="json")}))
+    out = tmp_path / "run"
+    command = [str(REPO / ".venv" / "bin" / "ghist-ray"), "infer", "--config", str(config)]
+    command += ["--slides", str(slides), "--model", str(model_dir), "--out", str(out)]
+    result = subprocess.run(
+        command, cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=500
+    )
+    assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "failed: unopenable (open): " in result.stdout
+    assert "1 of 2 slides failed" in result.stderr
+
+    layout = RunLayout(str(out))
+    assert layout.done_slides() == {"TCGA-AJ-A3NC-01Z-00-DX1"}
+    assert layout.failures()["slide_id"].tolist() == ["unopenable"]
+    (kept,) = (out / "manifests").glob("slides-*.csv")
+    assert layout.read_json(layout.path("state", "run.json"))["manifest"] == str(kept)
+    manifest = read_manifest(str(kept)).set_index("slide_id")
+    assert manifest["uri"].to_dict() == {
+        "TCGA-AJ-A3NC-01Z-00-DX1": str(slides / "TCGA-AJ-A3NC-01Z-00-DX1.tiff"),
+        "unopenable": str(slides / UNOPENABLE.name),
+    }
+    assert manifest.loc["TCGA-AJ-A3NC-01Z-00-DX1", "patient_id"] == "TCGA-AJ-A3NC"
+    assert f"manifest: 2 slides from {slides} -> {kept}" in result.stdout
