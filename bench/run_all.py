@@ -132,6 +132,22 @@ def infer_throughput(r: dict) -> list[Row]:
     return rows
 
 
+def backend_read(r: dict) -> list[Row]:
+    rates, base_name = r["tiles_per_s"], r["baseline"]
+    base = rates[base_name]
+    where = f"{r['tile_px']}² level-0 tiles, {r['slide_px'][0]}×{r['slide_px'][1]} px"
+    return [
+        (
+            f"tile reads, {name} ({where})",
+            f"{_fmt(rate)} tiles/s",
+            f"{base_name} {_fmt(base)}",
+            _ratio(rate, base),
+        )
+        for name, rate in rates.items()
+        if name != base_name
+    ]
+
+
 def s3_read(r: dict) -> list[Row]:
     local = r["local_tiles_per_s"]
     where = f"{r['tiles']} tiles, {r['slide_px'][0]}×{r['slide_px'][1]} px slide"
@@ -296,6 +312,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], Callable[[dict], list[Row]]]] 
     ),
     "infer_throughput": ([], ["--quick"], infer_throughput),
     "s3_read": ([], ["--side-um", "1024", "--repeats", "2"], s3_read),
+    "backend_read": ([], ["--tiles", "60", "--side-um", "1024", "--repeats", "1"], backend_read),
     "scaling": ([], ["--quick"], scaling),
 }
 
