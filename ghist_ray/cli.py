@@ -143,9 +143,10 @@ def manifest(
     set_: SetOpt = None,
 ) -> None:
     """Build a cohort manifest from slide files: ids, patients, µm/px, Xenium pairs."""
-    from ghist_ray.manifest import build_manifest, describe, find_slides, write_manifest
+    from ghist_ray.manifest import build_manifest, check_out, describe, find_slides, write_manifest
 
     cfg = _config(config, set_)
+    check_out(out, overwrite)  # before slides are opened (or downloaded)
     found = find_slides(
         source,
         patterns=pattern,

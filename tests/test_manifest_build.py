@@ -70,6 +70,20 @@ def test_manifest_refuses_to_replace_a_manifest_without_overwrite(
     assert out.read_text() == "hand,edited\n"
     assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
     assert read_manifest(str(out))["slide_id"].tolist() == ["CMU-1-Small-Region"]
+    # --out is checked before any slide is looked for (or opened, or downloaded)
+    early = CliRunner().invoke(app, ["manifest", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert early.exit_code == 2 and "exists (pass --overwrite" in early.output
+    wrong = CliRunner().invoke(app, ["manifest", str(slide_folder), "--out", "m.xlsx"])
+    assert wrong.exit_code == 2 and "m.xlsx: a manifest is .csv, .tsv, .parquet" in wrong.output
+
+
+def test_a_folder_without_slides_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no slide")
+    out = tmp_path / "m.csv"
+    result = CliRunner().invoke(app, ["manifest", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output == f"error: {tmp_path}: no files of a slide format\n"
+    assert not out.exists()
 
 
 def test_patterns_choose_files_and_ids_drop_double_extensions(slide_folder: Path) -> None:

@@ -7,6 +7,7 @@ folder or s3:// prefix of slides, a GDC download manifest, a slide table).
 from ghist_ray.manifest.build import (
     BuiltManifest,
     build_manifest,
+    check_out,
     describe,
     run_manifest,
     write_manifest,
@@ -30,6 +31,7 @@ __all__ = [
     "Candidate",
     "Found",
     "build_manifest",
+    "check_out",
     "check_slide_id",
     "describe",
     "find_slides",

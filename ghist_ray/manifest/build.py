@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -96,11 +97,11 @@ def pair_xenium(slide_ids: list[str], root: str) -> dict[str, tuple[str | None, 
     fs, path = uris.filesystem(root)
     if not fs.isdir(path):
         raise GhistError(f"{redact(root)}: no such Xenium folder")
-    folders = {
-        posixpath.basename(e["name"].rstrip("/")): located(root, e["name"].rstrip("/"))
-        for e in fs.ls(path, detail=True)
-        if e["type"] == "directory"
-    }
+    folders = {}
+    for entry in fs.ls(path, detail=True):
+        name = entry["name"].rstrip("/")
+        if entry["type"] == "directory" and not posixpath.basename(name).startswith("."):
+            folders[posixpath.basename(name)] = located(root, name)
     paired: dict[str, tuple[str | None, str | None]] = {}
     for slide_id in slide_ids:
         if slide_id in folders:
@@ -116,9 +117,17 @@ def pair_xenium(slide_ids: list[str], root: str) -> dict[str, tuple[str | None, 
     return paired
 
 
-def _probe(uri: str, cache: SlideCache | None) -> tuple[float | None, str | None, str | None]:
-    """(µm/px, its source, problem) of one slide, opened as inference opens it: a
-    remote one in place where its backend can, else downloaded and deleted after."""
+class Probe(NamedTuple):
+    """What opening a slide told: its µm/px and their source, or its problem."""
+
+    mpp: float | None
+    source: str | None
+    problem: str | None
+
+
+def _probe(uri: str, cache: SlideCache | None) -> Probe:
+    """Open one slide as inference opens it: a remote one in place where its backend
+    can, else downloaded into ``cache`` and deleted after."""
     shown = redact(uri)
     try:
         if uris.is_remote(uri):
@@ -129,14 +138,14 @@ def _probe(uri: str, cache: SlideCache | None) -> tuple[float | None, str | None
         else:
             slide = open_slide(uri)
         with slide:
-            return slide.mpp, slide.mpp_source, None
+            return Probe(slide.mpp, slide.mpp_source, None)
     except GhistError as exc:
-        return None, None, str(exc).removeprefix(f"{shown}: ")
+        return Probe(None, None, str(exc).removeprefix(f"{shown}: "))
     except Exception as exc:  # a backend's own failure on a strange file is still one row
-        return None, None, f"cannot open slide: {type(exc).__name__}: {scrub(str(exc))}"
+        return Probe(None, None, f"cannot open slide: {type(exc).__name__}: {scrub(str(exc))}")
 
 
-def _probe_all(slide_uris: list[str], progress: Progress) -> list[tuple]:
+def _probe_all(slide_uris: list[str], progress: Progress) -> list[Probe]:
     """``_probe`` every slide, a few at a time; remote slides go through a private
     cache, each deleted once read."""
     root = cache = None
@@ -189,10 +198,10 @@ def build_manifest(
         )
     if open_slides:
         probed = _probe_all([c.uri for c in kept], progress)
-        table["mpp"] = [m for m, _, _ in probed]
-        table["mpp_source"] = [s for _, s, _ in probed]
-        for mine, (_, _, problem) in zip(problems, probed, strict=True):
-            mine += [problem] if problem else []
+        table["mpp"] = [p.mpp for p in probed]
+        table["mpp_source"] = [p.source for p in probed]
+        for mine, probe in zip(problems, probed, strict=True):
+            mine += [probe.problem] if probe.problem else []
     if xenium is not None:
         paired = pair_xenium(table["slide_id"].tolist(), xenium)
         table["xenium_uri"] = [paired[s][0] for s in table["slide_id"]]
@@ -207,12 +216,26 @@ def _first(left_out: list[tuple[str, str]]) -> str:
     return f" ({left_out[0][0]}: {left_out[0][1]})" if left_out else ""
 
 
-def encode(table: pd.DataFrame, out: str) -> bytes:
-    """The manifest as ``out``'s format (by extension), URIs under ``out``'s folder
-    made relative to it."""
+def _format(out: str) -> str:
     suffix = next((s for s in FORMATS if out.lower().endswith(s)), None)
     if suffix is None:
         raise GhistError(f"{redact(out)}: a manifest is {', '.join(FORMATS)}")
+    return suffix
+
+
+def check_out(out: str, overwrite: bool = False) -> None:
+    """Refuse ``out`` before any work: not a manifest format, or a file that exists
+    (it may hold hand edits) without ``overwrite``."""
+    _format(out)
+    fs, path = uris.filesystem(out)
+    if fs.exists(path) and not overwrite:
+        raise GhistError(f"{redact(out)}: exists (pass --overwrite to replace it)")
+
+
+def encode(table: pd.DataFrame, out: str) -> bytes:
+    """The manifest as ``out``'s format (by extension), URIs under ``out``'s folder
+    made relative to it."""
+    suffix = _format(out)
     folder = posixpath.dirname(out) if uris.is_remote(out) else str(Path(out).absolute().parent)
     table = table.copy()
     for column in ("uri", "xenium_uri"):
@@ -237,9 +260,8 @@ def write_manifest(built: BuiltManifest, out: str, overwrite: bool = False) -> N
 
 
 def _put(out: str, data: bytes, overwrite: bool) -> None:
+    check_out(out, overwrite)
     fs, path = uris.filesystem(out)
-    if fs.exists(path) and not overwrite:
-        raise GhistError(f"{redact(out)}: exists (pass --overwrite to replace it)")
     if not uris.is_remote(out):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     fs.pipe_file(path, data)

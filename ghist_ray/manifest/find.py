@@ -174,7 +174,7 @@ def from_table(
         value = str(raw).strip()
         patient_id = None if patient is None or pd.isna(patient) else str(patient).strip() or None
         if uris.is_remote(value) or value.startswith("/"):
-            found.append(Candidate(slide_stem(value), value, patient_id))
+            found.append(Candidate(slide_stem(redact(value)), value, patient_id))
             continue
         base = posixpath.basename(value)
         hits = [value] if value in listing.files else by_name[base] or by_name[f"id:{base}"]
@@ -200,7 +200,11 @@ def find_slides(
     ``root`` (default: the folder the manifest or table is in)."""
     fs, path = uris.filesystem(source)
     if fs.isdir(path):
-        return from_listing(list_folder(source), patterns)
+        found = from_listing(list_folder(source), patterns)
+        if not found.candidates:
+            wanted = f"matching {patterns}" if patterns else "of a slide format"
+            raise GhistError(f"{redact(source)}: no files {wanted}")
+        return found
     if not fs.isfile(path):
         raise GhistError(f"{redact(source)}: no such folder or file")
     table = _read_table(source)
