@@ -26,9 +26,11 @@ class XeniumRun:
     """What training needs from one Xenium run.
 
     `adata`: cells × genes, `X` float32 counts and `layers["counts"]` int32 counts (CSR), `obs`
-    indexed by cell_id (str) with the cells table's columns, `obsm["spatial"]` centroids in µm,
-    `uns["xenium"]` the manifest plus what the reader did. `nuclei`: polygons in µm of the cells
-    in `adata`. `pixel_size`: µm per morphology-image pixel. `panel`: the gene names kept.
+    indexed by cell_id (str) with the cells table's columns, `obsm["spatial"]` centroids in µm
+    (never NaN), `uns["xenium"]` the manifest plus what the reader did: `dropped_features`
+    (non-genes per type), `centroid_sources` (cells per source: `cells_table`, `nucleus`,
+    `cell_boundary`, `transcripts`), `dropped_cells_no_position`. `nuclei`: polygons in µm of
+    the cells in `adata`. `pixel_size`: µm per morphology-image pixel. `panel`: the genes kept.
     """
 
     adata: ad.AnnData

@@ -84,14 +84,15 @@ def transcript_means(outs: OutsFolder, name: str) -> pd.DataFrame:
     """Mean transcript position (µm) per assigned cell: the last resort for a cell's centroid."""
     url = outs.url(name)
     with reading(url, "unreadable transcripts table"):
-        return mean_positions(_batches(outs, name, _POSITION), "x_location", "y_location")
+        batches = _batches(outs, name, _POSITION)
+        return mean_positions(batches, "cell_id", "x_location", "y_location")
 
 
-def mean_positions(batches: Iterable[pd.DataFrame], x: str, y: str) -> pd.DataFrame:
+def mean_positions(batches: Iterable[pd.DataFrame], cell: str, x: str, y: str) -> pd.DataFrame:
     """Per-cell mean of columns `x`, `y` over assigned rows; index cell_id (str), columns x, y."""
     sums = []
     for batch in batches:
-        cells = as_str(batch["cell_id"].to_numpy())
+        cells = as_str(batch[cell].to_numpy())
         assigned = ~pd.Series(cells).isin(UNASSIGNED).to_numpy()
         frame = pd.DataFrame(
             {"x": batch[x].to_numpy(np.float64), "y": batch[y].to_numpy(np.float64), "n": 1},
