@@ -1,4 +1,5 @@
-"""Xenium ingestion: read a run's outs, register it to its H&E, draw nucleus masks per tile.
+"""Xenium ingestion: read a run (outs folder or SpatialData store), register it to its H&E, draw
+nucleus masks per tile.
 
 Example::
 

@@ -61,13 +61,12 @@ IMAGES = ("morphology_focus", "morphology_mip")
 _PIXEL_SIZE_TOLERANCE = 0.05
 
 
-def read_store(
-    uri: str, storage_options: dict[str, Any] | None, with_nuclei: bool, require_nuclei: bool
-) -> RunParts:
-    """The run's parts from a SpatialData store; `storage_options` have no use for a local path."""
+def read_store(uri: str, with_nuclei: bool, require_nuclei: bool) -> RunParts:
+    """The run's parts from a local SpatialData store."""
+    uri = uri.rstrip("/")
     sdata = _open(uri)
     name, table = _table(sdata, uri)
-    source = f"{uri.rstrip('/')}/tables/{name}"
+    source = f"{uri}/tables/{name}"
     attrs = table.uns.get("spatialdata_attrs", {})
     instance_key = attrs.get("instance_key") or "cell_id"
     with reading(source, "not a cells × genes table"):
@@ -79,8 +78,9 @@ def read_store(
             nuclei = _polygons(sdata.shapes[NUCLEI], f"{uri}/shapes/{NUCLEI}")
         else:
             nuclei = no_nuclei(f"{uri} (shapes/{NUCLEI})", require_nuclei)
-    regions = attrs.get("region")
-    outline = next((n for n in [CELLS, *np.atleast_1d(regions or [])] if n in sdata.shapes), None)
+    region = attrs.get("region") or []
+    regions = [region] if isinstance(region, str) else list(region)
+    outline = next((n for n in [CELLS, *regions] if n in sdata.shapes), None)
     return RunParts(
         uri=uri,
         experiment=dict(sdata.attrs or {}),
@@ -204,7 +204,7 @@ def _pixel_size(sdata: SpatialData, uri: str) -> float:
         warnings.warn(
             f"{uri}: no morphology image to take the pixel size from; assuming "
             f"{DEFAULT_PIXEL_SIZE} µm",
-            stacklevel=5,
+            stacklevel=4,
         )
         return DEFAULT_PIXEL_SIZE
     to_image = _to_image_pixels(sdata.images[image], element, f"{uri}/images/{image}")
@@ -223,7 +223,7 @@ def _pixel_size(sdata: SpatialData, uri: str) -> float:
         warnings.warn(
             f"{uri}: pixel size {pixel_size:.4g} µm from the transformations, not Xenium's "
             f"{DEFAULT_PIXEL_SIZE}: are the shapes in µm?",
-            stacklevel=5,
+            stacklevel=4,
         )
     return pixel_size
 

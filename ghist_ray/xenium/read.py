@@ -35,14 +35,15 @@ def read_xenium(
 ) -> XeniumRun:
     """Read a Xenium run; every bad input raises `XeniumFormatError` naming its file.
 
-    `outs_uri` is an outs folder or a SpatialData Zarr store (`*.zarr`, see `_spatialdata`). In
-    a folder the matrix comes from `cell_feature_matrix.h5`, else the `cell_feature_matrix/` MEX
-    folder, else it is counted from `transcripts.*` (qv ≥ 20). Only genes are kept. A cell's
-    centroid is the cells table's, else its nucleus', else its cell outline's, else the mean of
-    its transcripts; a cell with none of these is dropped. Nucleus boundaries are read when
-    present (`with_nuclei=False` skips them); a run without them warns and has no nuclei, unless
-    `require_nuclei` (the tile masks need them) makes that an error. `storage_options` go to
-    fsspec (e.g. `{"client_kwargs": {"endpoint_url": ...}}` for S3).
+    `outs_uri` is an outs folder (local or s3://) or a local SpatialData Zarr store (`*.zarr`,
+    see `_spatialdata`). In a folder the matrix comes from `cell_feature_matrix.h5`, else the
+    `cell_feature_matrix/` MEX folder, else it is counted from `transcripts.*` (qv ≥ 20). Only
+    genes are kept. A cell's centroid is the run's own (cells table, `obsm["spatial"]`), else
+    its nucleus', else its cell outline's, else the mean of its transcripts; a cell with none
+    is dropped. Nucleus boundaries are read when present (`with_nuclei=False` skips them); a run
+    without them warns and has no nuclei, unless `require_nuclei` (the tile masks need them)
+    makes that an error. `storage_options` go to fsspec (e.g.
+    `{"client_kwargs": {"endpoint_url": ...}}` for S3).
 
     Example::
 
@@ -55,7 +56,7 @@ def read_xenium(
     if outs_uri.rstrip("/").endswith(".zarr"):
         from ghist_ray.xenium._spatialdata import read_store  # spatialdata is slow to import
 
-        return assemble(read_store(outs_uri, storage_options, with_nuclei, require_nuclei))
+        return assemble(read_store(outs_uri, with_nuclei, require_nuclei))
     return assemble(_read_folder(outs_uri, storage_options, with_nuclei, require_nuclei))
 
 
