@@ -90,7 +90,9 @@ def _resolution_mpp(tif: tifffile.TiffFile) -> MetadataMpp | None:
     )
     source = "tiff"
     if tif.is_imagej:
-        unit_um = MICRONS.get(str((tif.imagej_metadata or {}).get("unit", "")))
+        # ImageJ writes µ as the escape sequence \u00B5 in its description.
+        unit = str((tif.imagej_metadata or {}).get("unit", "")).replace("\\u00B5", "µ")
+        unit_um = MICRONS.get(unit)
         source = "imagej"
     if unit_um is None:
         return None
