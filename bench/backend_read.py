@@ -117,10 +117,7 @@ def main() -> None:
                 cache=SlideCache(cache_root / str(time.perf_counter_ns()), 2**34),
                 release=True,
             )
-            rates = {
-                name: _best(fn, dims, args.tiles, args.repeats) for name, fn in readers.items()
-            }
-
+            rates = _best(readers, dims, args.tiles, args.repeats)
         finally:
             server.stop()
     base = rates["generic TIFF (OpenSlide)"]
