@@ -4,11 +4,10 @@ manifest, or a table with a slide/file column.
 Each source gives candidates (slide id and URI; the patient or a problem where
 the source says so) and the entries it could not use, with why, so the manifest
 command lists what it skipped instead of failing on it. Which files are slides
-and how their ids drop the extension (``a.ome.tif`` → ``a``) is the slide
-backends' knowledge (:mod:`ghist_ray.slides.backends`); two layouts are the
-manifest's: a MIRAX ``.mrxs`` keeps its data in a ``<name>/`` folder beside it
-(not slides of their own), and a DICOM WSI is a folder of ``.dcm`` files, one
-per level (one slide, named after the folder).
+and how their ids drop the extension (``a.ome.tif`` → ``a``), which folders
+belong to a slide file (MIRAX data) and which slides are a whole folder (DICOM
+WSI, one file per level; named after the folder) is the slide backends'
+knowledge (:mod:`ghist_ray.slides.backends`).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import pandas as pd
 
 from ghist_ray import uri as uris
 from ghist_ray.errors import GhistError
-from ghist_ray.slides.backends import SUFFIXES, slide_stem
+from ghist_ray.slides.backends import SUFFIXES, companion_folder, one_per_folder, slide_stem
 from ghist_ray.slides.redact import redact
 
 #: Columns of a GDC download manifest (gdc-client puts files at ``<root>/<id>/<filename>``).
@@ -96,16 +95,16 @@ def _folder_name(listing: Listing, folder: str) -> str:
 def from_listing(listing: Listing, patterns: list[str] | None = None) -> Found:
     """The slides of a folder listing, in path order."""
     names = sorted(listing.files)
-    companions = tuple(n[: -len(".mrxs")] + "/" for n in names if n.lower().endswith(".mrxs"))
+    companions = tuple(filter(None, map(companion_folder, names)))
     slides = [n for n in names if is_slide(n, patterns) and not n.startswith(companions)]
-    dicom: dict[str, list[str]] = defaultdict(list)
+    folders: dict[str, list[str]] = defaultdict(list)
     found = []
     for name in slides:
-        if name.lower().endswith(".dcm"):
-            dicom[posixpath.dirname(name)].append(name)
+        if one_per_folder(name):
+            folders[posixpath.dirname(name)].append(name)
         else:
             found.append(Candidate(slide_stem(name), listing.uri(name)))
-    for folder, levels in dicom.items():  # any file of the series opens the whole slide
+    for folder, levels in folders.items():  # any file of the series opens the whole slide
         found.append(Candidate(_folder_name(listing, folder), listing.uri(levels[0])))
     return Found(sorted(found, key=lambda c: c.uri), [])
 

@@ -16,7 +16,7 @@ from typing import IO
 from ghist_ray.slides.backends import image, openslide, tiff
 from ghist_ray.slides.backends.base import Backend, BackendError, MetadataMpp
 from ghist_ray.slides.backends.image import ImageBackend
-from ghist_ray.slides.backends.openslide import OpenSlideBackend
+from ghist_ray.slides.backends.openslide import OpenSlideBackend, companion_folder, one_per_folder
 from ghist_ray.slides.backends.tiff import TiffBackend
 
 FORMATS = "OpenSlide's (SVS, NDPI, MRXS, DICOM, tiled TIFF), OME-TIFF or TIFF, JPEG, PNG"
@@ -80,6 +80,8 @@ __all__ = [
     "MetadataMpp",
     "OpenSlideBackend",
     "TiffBackend",
+    "companion_folder",
+    "one_per_folder",
     "open_in_place",
     "open_local",
     "slide_stem",

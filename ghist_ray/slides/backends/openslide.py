@@ -16,6 +16,18 @@ from ghist_ray.slides.redact import scrub
 SUFFIXES = (".svs", ".ndpi", ".mrxs", ".vms", ".vmu", ".scn", ".svslide", ".bif", ".dcm")
 
 
+def companion_folder(name: str) -> str | None:
+    """The folder that belongs to a slide file and holds no slides of its own: a MIRAX
+    ``a.mrxs`` keeps its data in ``a/``."""
+    return name[: -len(".mrxs")] + "/" if name.lower().endswith(".mrxs") else None
+
+
+def one_per_folder(name: str) -> bool:
+    """Whether the file is one level of a slide that is its whole folder: a DICOM WSI
+    is a folder of ``.dcm`` files, and OpenSlide opens the slide from any of them."""
+    return name.lower().endswith(".dcm")
+
+
 def recognises(path: Path) -> bool:
     """OpenSlide's own content check (cheap: headers only)."""
     return openslide.OpenSlide.detect_format(path) is not None
