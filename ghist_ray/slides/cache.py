@@ -1,4 +1,5 @@
-"""Local copies of remote slides, one cache per node, because OpenSlide reads only local files.
+"""Local copies of remote slides, one cache per node: OpenSlide reads only local files,
+and a run reads every tile of a slide (faster from a local copy than by byte ranges).
 
 Every process on a node (the planner and each reader actor) stages into the
 same root, so a slide is downloaded once per node however many processes read
@@ -48,6 +49,7 @@ import fsspec
 
 from ghist_ray import uri as uris
 from ghist_ray.errors import GhistError
+from ghist_ray.slides.backends.openslide import companions
 from ghist_ray.slides.redact import redact, scrub
 
 log = logging.getLogger(__name__)
@@ -298,15 +300,10 @@ class SlideCache:
 
 
 def _slide_files(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
-    """The slide file and the companions OpenSlide reads beside it."""
+    """The slide file and the companions its backend reads beside it."""
     if not fs.isfile(path):
         raise FileNotFoundError(path)
-    pure = PurePosixPath(path)
-    if pure.suffix.lower() == ".mrxs":  # MIRAX: Slidedat.ini and data files in <stem>/
-        return [path, *sorted(fs.find(str(pure.with_suffix(""))))]
-    if pure.suffix.lower() == ".dcm":  # DICOM WSI: one file per level in one folder
-        return sorted({path, *fs.glob(f"{pure.parent}/*.dcm")})
-    return [path]
+    return [path, *companions(fs, path)]
 
 
 def _reason(exc: BaseException) -> str:

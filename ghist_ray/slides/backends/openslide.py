@@ -3,9 +3,11 @@ and generic tiled TIFF. Needs a local file (an MRXS is many files)."""
 
 from __future__ import annotations
 
+import posixpath
 import threading
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import openslide
 from PIL import Image
@@ -26,6 +28,17 @@ def one_per_folder(name: str) -> bool:
     """Whether the file is one level of a slide that is its whole folder: a DICOM WSI
     is a folder of ``.dcm`` files, and OpenSlide opens the slide from any of them."""
     return name.lower().endswith(".dcm")
+
+
+def companions(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """The files OpenSlide needs beside ``path`` to open it: a MIRAX's data folder,
+    the other levels of a DICOM WSI."""
+    folder = companion_folder(path)
+    if folder is not None:
+        return sorted(fs.find(folder.rstrip("/")))
+    if one_per_folder(path):
+        return sorted(set(fs.glob(f"{posixpath.dirname(path)}/*.dcm")) - {path})
+    return []
 
 
 def recognises(path: Path) -> bool:
