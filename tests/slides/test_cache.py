@@ -18,6 +18,7 @@ import pytest
 from ghist_ray import uri as uris
 from ghist_ray.errors import GhistError
 from ghist_ray.slides import SlideCache, open_slide, redact
+from ghist_ray.slides.backends import slide_stem
 
 BUCKET = "slides-bucket"
 SPAWN = multiprocessing.get_context("spawn")
@@ -39,7 +40,7 @@ def test_staged_slide_reads_the_same_pixels(
 ) -> None:
     cache = SlideCache(tmp_path / "cache", budget_bytes=100 * 2**20)
     with open_slide(bucket[0], cache=cache, release=True) as remote:
-        assert remote.uri == bucket[0] and remote.slide_id == synthetic_slides[0].stem
+        assert remote.uri == bucket[0] and remote.slide_id == slide_stem(synthetic_slides[0].name)
         pixels = remote.read(700, 800, 512, 256)
         assert len(cache.staged()) == 1
     assert cache.staged() == {}  # released on close
