@@ -20,5 +20,8 @@ def synthetic_slides(small_cohort: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def synthetic_slide(synthetic_slides: list[Path]) -> Path:
-    return synthetic_slides[0]
+def synthetic_slide(small_cohort: Path) -> Path:
+    """An unpaired slide: a generic tiled TIFF that OpenSlide reads, named by its id
+    (the paired ones are OME-TIFFs, tested in test_backend_ome.py and tests/synth)."""
+    manifest = pd.read_parquet(small_cohort / "manifest.parquet")
+    return Path(manifest.loc[~manifest["has_xenium"], "uri"].iloc[0])
