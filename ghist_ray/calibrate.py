@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,11 @@ import torch
 
 from ghist_ray import metrics
 from ghist_ray.errors import GhistError
-from ghist_ray.model import GhistNet, min_nucleus_px
+from ghist_ray.model import GhistNet, load_model, min_nucleus_px, save_model
 from ghist_ray.model.instances import threshold_grid_f1
 from ghist_ray.shards import decode_image, numpy_rows, split_dataset
+from ghist_ray.slides.redact import redact
+from ghist_ray.stage_run import stage_run
 
 FG_THRESHOLDS = (0.4, 0.5, 0.6)
 CORE_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -114,3 +117,39 @@ def with_thresholds(model: GhistNet, found: NucleiCalibration) -> GhistNet:
         }
     )
     return model
+
+
+def run_calibrate(
+    model_dir: Path,
+    shards_root: str,
+    split: str,
+    tiles: int,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+) -> NucleiCalibration:
+    """Calibrate the model in ``model_dir`` and write the thresholds into its card, as
+    one MLflow run (F1 before and after, the threshold grid)."""
+
+    params = {"shards": redact(shards_root), "split": split, "tiles": tiles}
+    with stage_run(
+        "calibrate",
+        None,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        params=params,
+        model=str(model_dir),
+    ) as run:
+        net = load_model(model_dir, map_location="cpu")
+        found = calibrate_nuclei(net, shards_root, split, tiles)
+        save_model(with_thresholds(net, found), model_dir)
+        found.grid.to_csv(run.dir / "nuclei_grid.csv", index=False)
+        run.metrics.update(
+            {
+                "f1_default": found.default_f1,
+                "f1": found.f1,
+                "fg_threshold": found.fg_threshold,
+                "core_threshold": found.core_threshold,
+            }
+        )
+        run.log_output("model", str(model_dir))
+    return found

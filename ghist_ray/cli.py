@@ -33,6 +33,13 @@ ConfigOpt = Annotated[
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override, e.g. --set synth.seed=3")
 ]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"),
+]
+ExperimentOpt = Annotated[
+    str | None, typer.Option(help="MLflow experiment (default: the stage's name)")
+]
 
 
 def _say(line: str, err: bool = False) -> None:
@@ -184,6 +191,8 @@ def prepare(
     resume: Annotated[
         bool, typer.Option(help="keep complete shards at --out; replace an interrupted attempt")
     ] = False,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -196,17 +205,17 @@ def prepare(
     if state == "complete":
         _say(f"prepare: {out} is complete ({META} present); nothing to do")
         return
-    run_prepare(cfg.prepare, manifest, reference, out, overwrite or state == "partial", _say)
+    replace = overwrite or state == "partial"
+    run_prepare(cfg.prepare, manifest, reference, out, replace, _say, tracking_uri, experiment)
 
 
 @app.command()
 @user_errors
 def train(
     shards: Annotated[str, typer.Option(help="shard folder made by `ghist-ray prepare`")],
-    out: Annotated[str, typer.Option(help="run root: checkpoints, final model, MLflow store")],
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI (default: sqlite under --out)")
-    ] = None,
+    out: Annotated[str, typer.Option(help="run root: checkpoints and the final model")],
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -214,7 +223,7 @@ def train(
     from ghist_ray.train import run_train
 
     cfg = _config(config, set_, **{"train.tracking_uri": tracking_uri})
-    run_train(cfg.train, shards, out, progress=_say)
+    run_train(cfg.train, shards, out, progress=_say, experiment=experiment)
 
 
 @app.command()
@@ -222,15 +231,15 @@ def train(
 def evaluate(
     model: Annotated[str, typer.Option(help="model directory or models:/<name>/<version>")],
     shards: Annotated[str, typer.Option(help="shard folder with the held-out split")],
-    out: Annotated[Path, typer.Option(help="folder for metrics, tables and pictures")],
+    out: Annotated[str, typer.Option(help="folder or s3:// URI for metrics, tables, pictures")],
     split: Annotated[str, typer.Option(help="which split to evaluate")] = "val",
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow registry for models:/")] = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
 ) -> None:
     """PCC (all genes, top SVGs, HVGs), SSIM of gene maps, type F1, nuclei F1, pictures."""
-    from ghist_ray.evaluate import load_and_evaluate
-    from ghist_ray.tracking import fetch_model
+    from ghist_ray.evaluate import run_evaluate
 
-    report = load_and_evaluate(str(fetch_model(model, tracking_uri)), shards, split, out)
+    report = run_evaluate(model, shards, split, out, tracking_uri, experiment)
     for key, value in report.metrics.items():
         typer.echo(f"{key:>22}: {value:.4g}")
     _say(f"evaluation written to {out}")
@@ -243,14 +252,13 @@ def calibrate(
     shards: Annotated[str, typer.Option(help="shard folder made by prepare")],
     split: Annotated[str, typer.Option(help="split to fit on; keep held-out tiles out")] = "train",
     tiles: Annotated[int, typer.Option(help="tiles spread over the split")] = 64,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
 ) -> None:
     """Fit the nucleus post-processing thresholds of a model (train does it after a fit)."""
-    from ghist_ray.calibrate import calibrate_nuclei, with_thresholds
-    from ghist_ray.model import load_model, save_model
+    from ghist_ray.calibrate import run_calibrate
 
-    net = load_model(model, map_location="cpu")
-    found = calibrate_nuclei(net, shards, split, tiles)
-    save_model(with_thresholds(net, found), model)
+    found = run_calibrate(model, shards, split, tiles, tracking_uri, experiment)
     typer.echo(found.grid.to_string(index=False))
     typer.echo(
         f"calibrate: foreground {found.fg_threshold:g}, seed {found.core_threshold:g}: "
@@ -271,9 +279,8 @@ def infer(
         str | None,
         typer.Option(help="instead of --manifest: a folder or s3:// prefix of slides"),
     ] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow store: registry for models:/, run log")
-    ] = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     redo_changed: Annotated[
@@ -298,7 +305,14 @@ def infer(
             slides, out, patient_pattern=cfg.survival.patient_pattern, progress=_say
         )
     summary = run_infer(
-        cfg.infer, manifest, model, out, tracking_uri, progress=_say, redo_changed=redo_changed
+        cfg.infer,
+        manifest,
+        model,
+        out,
+        tracking_uri,
+        progress=_say,
+        redo_changed=redo_changed,
+        experiment=experiment,
     )
     for failure in summary.failures:
         _say(f"failed: {failure['slide_id']} ({failure['stage']}): {failure['error']}")
@@ -337,9 +351,8 @@ def survival(
     feature: Annotated[
         list[str] | None, typer.Option("--feature", help="feature or glob (repeat), e.g. prop.T")
     ] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow store (default: sqlite under --out)")
-    ] = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -357,6 +370,7 @@ def survival(
         progress=_say,
         features_uri=features,
         features_id=features_id,
+        experiment=experiment,
     )
     typer.echo(report.cox.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     _say(
@@ -392,7 +406,6 @@ AnalysisOutOpt = Annotated[str, typer.Option(help="folder or s3:// URI for table
 ManifestOpt = Annotated[
     str | None, typer.Option(help="manifest whose patient_id maps slides (default: barcodes)")
 ]
-TrackingOpt = Annotated[str | None, typer.Option(help="MLflow store (default: sqlite under --out)")]
 
 
 @app.command()
@@ -406,6 +419,7 @@ def spots(
     ] = None,
     grid: Annotated[str | None, typer.Option(help="visium (55 µm on 100 µm hex) or square")] = None,
     tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -413,7 +427,9 @@ def spots(
     from ghist_ray.analysis import run_spots
 
     cfg = _config(config, set_, **{"spots.grid": grid})
-    report = run_spots(cfg.spots, cells, out, truth, tracking_uri, progress=_say)
+    report = run_spots(
+        cfg.spots, cells, out, truth, tracking_uri, progress=_say, experiment=experiment
+    )
     if "eval_summary" in report.tables:
         typer.echo(report.tables["eval_summary"].describe().to_string(float_format="{:.3f}".format))
 
@@ -425,6 +441,7 @@ def cluster(
     out: AnalysisOutOpt,
     manifest: ManifestOpt = None,
     tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -433,7 +450,14 @@ def cluster(
 
     cfg = _config(config, set_)
     report = run_cluster(
-        cfg.cluster, cells, out, cfg.survival.patient_pattern, manifest, tracking_uri, _say
+        cfg.cluster,
+        cells,
+        out,
+        cfg.survival.patient_pattern,
+        manifest,
+        tracking_uri,
+        _say,
+        experiment,
     )
     typer.echo(report.tables["clusters"].to_string(float_format="{:.2f}".format))
 
@@ -445,6 +469,7 @@ def spatial(
     out: AnalysisOutOpt,
     manifest: ManifestOpt = None,
     tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -453,7 +478,14 @@ def spatial(
 
     cfg = _config(config, set_)
     report = run_spatial(
-        cfg.spatial, cells, out, cfg.survival.patient_pattern, manifest, tracking_uri, _say
+        cfg.spatial,
+        cells,
+        out,
+        cfg.survival.patient_pattern,
+        manifest,
+        tracking_uri,
+        _say,
+        experiment,
     )
     typer.echo(report.tables["cohort"].to_string(float_format="{:.2f}".format))
 

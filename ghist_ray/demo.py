@@ -11,6 +11,7 @@ over.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,7 +114,12 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
 
     if uri.is_remote(config.out):
         raise GhistError(f"{config.out}: the demo writes a local summary page; use a local out")
-    tracking_uri = tracking.default_tracking_uri(config.out, config.train.tracking_uri)
+    # The demo's folder is its project: one store inside it unless one is named.
+    local = f"sqlite:///{Path(config.out).absolute() / 'mlflow.db'}"
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking.store_uri(
+        config.train.tracking_uri or os.environ.get(tracking.ENV) or local
+    )
     summary = ensure_cohort(config, progress)
     progress(
         f"cohort: {summary['slides']} slides ({summary['xenium_slides']} with Xenium "

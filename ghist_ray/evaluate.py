@@ -31,12 +31,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ghist_ray import metrics, plots
+from ghist_ray import metrics, plots, tracking
 from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, instances_from_maps, load_model, min_nucleus_px
 from ghist_ray.model.checkpoint import _first_difference as first_difference
 from ghist_ray.model.config import ModelConfig
 from ghist_ray.shards import ShardMeta, iter_rows, rows_to_batch, split_dataset
+from ghist_ray.slides.redact import redact
+from ghist_ray.stage_run import stage_run
 
 COLUMNS = [
     "slide_id",
@@ -440,3 +442,31 @@ def load_and_evaluate(model_dir: str, shards_root: str, split: str, out_dir: Pat
     if torch.cuda.is_available():
         model = model.to("cuda")
     return evaluate_model(model, shards_root, split, out_dir=out_dir)
+
+
+def run_evaluate(
+    model_uri: str,
+    shards_root: str,
+    split: str,
+    out: str,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+) -> EvalReport:
+    """``load_and_evaluate`` of any model URI as one MLflow run linked to the model's
+    version and training run; the tables and pictures go to ``out`` and the run."""
+    store = tracking.store_uri(tracking_uri)
+    params = {"shards": redact(shards_root), "split": split}
+    with stage_run(
+        "evaluate",
+        None,
+        out,
+        tracking_uri=store,
+        experiment=experiment,
+        run_name=f"evaluate-{split}",
+        params=params,
+        model=model_uri,
+    ) as run:
+        model_dir = tracking.fetch_model(model_uri, store)
+        report = load_and_evaluate(str(model_dir), shards_root, split, run.dir)
+        run.metrics.update(report.metrics)
+    return report

@@ -103,6 +103,7 @@ from ghist_ray.manifest import read_manifest
 from ghist_ray.model import ModelConfig, read_model_card
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.slides.redact import redact
+from ghist_ray.stage_run import stage_run
 
 COMMIT_BASE_BYTES = 512 * 2**20  # a commit's memory request before its cells
 
@@ -325,28 +326,6 @@ def _largest_node_memory() -> int:
     return int(max((n["Resources"].get("memory", 0) for n in nodes), default=0) * 0.8)
 
 
-def _log_run(record: dict[str, Any], tracking_uri: str) -> str:
-    """One MLflow run per inference run: what went in, what came out; its id links
-    later analyses (survival) to the model that made their features."""
-    run_id = tracking.open_run(
-        tracking_uri,
-        f"infer-{record['run_id']}",
-        tags={"ghist_ray.stage": "infer", "ghist_ray.model": record["model"]},
-    )
-    tracking.log_params(
-        tracking_uri,
-        run_id,
-        {"manifest": record["manifest"], "model": record["model"], "out": record["out"]},
-    )
-    counts = ("slides", "skipped", "done", "failed", "tiles", "cells", "seconds")
-    metrics = {k: float(record[k]) for k in (*counts, "cut_cells", "merged_cells")}
-    metrics["tiles_per_s"] = record["tiles"] / record["seconds"] if record["seconds"] else 0.0
-    tracking.log_metrics(tracking_uri, run_id, metrics, step=0)
-    tracking.log_text(tracking_uri, run_id, record["config"], "config/infer.yaml")
-    tracking.finish_run(tracking_uri, run_id, failed=record["failed"] > 0)
-    return run_id
-
-
 def _model_files(model_dir: Path) -> dict[str, bytes]:
     """The model folder as bytes, so actors on any node can rebuild it."""
     return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir()) if p.is_file()}
@@ -378,6 +357,7 @@ def run_infer(
     tracking_uri: str | None = None,
     progress: Callable[[str], None] = print,
     redo_changed: bool = False,
+    experiment: str | None = None,
 ) -> InferSummary:
     """Predict every cell of every slide in the manifest into ``out`` (local or s3://).
 
@@ -401,7 +381,19 @@ def run_infer(
     layout = RunLayout(out, new_run_id())
     made = provenance.recipe(model_uri, model_dir, tiling)
     now = {sid: {**made, **stamp} for sid, stamp in provenance.stamps(sources).items()}
-    with Lease(layout, config.lease_timeout_s, progress) as lease:
+    with (
+        stage_run(
+            "infer",
+            config,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            run_name=f"infer-{layout.run_id}",
+            model=model_uri,
+            manifest=manifest_uri,
+            params={"model": redact(model_uri), "out": redact(out)},
+        ) as run,
+        Lease(layout, config.lease_timeout_s, progress) as lease,
+    ):
         done_before = layout.done_slides()
         changed = provenance.changed_slides(layout, sorted(done_before & now.keys()), now)
         _check_changed(layout, changed, redo_changed, shown_out)
@@ -467,10 +459,14 @@ def run_infer(
             "config": dump_config(config),
             "model_actors": tracker.model_actors,  # node and GPU ids: did it use GPUs?
         }
-        if tracking_uri or layout.local:
-            uri = tracking.default_tracking_uri(out, tracking_uri)
-            record["tracking_uri"] = redact(uri)
-            record["mlflow_run_id"] = _log_run(record, uri)
+        counts = ("slides", "skipped", "done", "failed", "tiles", "cells", "seconds")
+        run.metrics.update({k: float(record[k]) for k in (*counts, "cut_cells", "merged_cells")})
+        run.metrics["tiles_per_s"] = summary.tiles_per_s
+        run.log_output("cells", out)
+        if summary.failed:
+            run.error = f"{summary.failed} of {summary.slides} slides failed"
+        record["tracking_uri"] = redact(run.tracking_uri)
+        record["mlflow_run_id"] = run.run_id
         layout.record_run(record)
     progress(
         f"infer: {summary.done} slides done, {summary.failed} failed, {summary.skipped} skipped; "

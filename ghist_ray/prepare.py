@@ -27,6 +27,7 @@ from ghist_ray.manifest import read_manifest
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.shards import META, SCHEMA, ShardMeta, encode_tile
 from ghist_ray.slides import open_slide, redact, tile_grid
+from ghist_ray.stage_run import stage_run
 from ghist_ray.xenium import Alignment, read_xenium, validate_alignment
 from ghist_ray.xenium.pairs import LabelRules, PairedSlide, build_pair, label_tile
 from ghist_ray.xenium.splits import split_band, split_slides
@@ -199,8 +200,35 @@ def run_prepare(
     out: str,
     overwrite: bool = False,
     progress: Callable[[str], None] = print,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
 ) -> ShardMeta:
-    """Write training shards for every paired slide of the manifest to ``out``."""
+    """Write training shards for every paired slide of the manifest to ``out``, as one
+    MLflow run (the manifest its dataset input, the shards its output URI)."""
+    params = {"reference": redact(reference_uri) if reference_uri else ""}
+    with stage_run(
+        "prepare",
+        config,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        manifest=manifest_uri,
+        params=params,
+    ) as run:
+        meta = _write_shards(config, manifest_uri, reference_uri, out, overwrite, progress)
+        run.metrics.update({f"tiles_{split}": float(n) for split, n in meta.tiles.items()})
+        run.metrics["slides"] = float(len(meta.summary))
+        run.log_output("shards", out)
+    return meta
+
+
+def _write_shards(
+    config: PrepareConfig,
+    manifest_uri: str,
+    reference_uri: str | None,
+    out: str,
+    overwrite: bool,
+    progress: Callable[[str], None],
+) -> ShardMeta:
     start = time.perf_counter()
     sources = pair_sources(read_manifest(manifest_uri), manifest_uri)
     reference = read_reference(reference_uri) if reference_uri else None

@@ -1,9 +1,11 @@
-"""MLflow helpers: where runs are stored, one run per named training, the model registry.
+"""MLflow helpers: which store, which experiment, runs, the model registry.
 
-The default store is an embedded SQLite database under the output root, so a
-laptop needs no server; ``tracking_uri`` points anywhere else (a server, a
-shared database). Everything goes through ``MlflowClient`` with explicit run
-ids, so a Ray Train worker can log to the run the driver opened.
+One store per project: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else an
+embedded SQLite database in the working folder (``./mlflow.db``), so every stage
+run from one folder lands in one store and ``mlflow ui`` there shows them all
+without flags. Experiments are named by stage (``train``, ``infer``, …) unless
+``--experiment`` names one. Everything goes through ``MlflowClient`` with
+explicit run ids, so a Ray Train worker can log to the run the driver opened.
 
 Tags, params and logged texts pass through :func:`~ghist_ray.slides.redact.redact_text`
 here, so a credential in a URI (``http://user:pw@host``, ``s3://key:secret@…``, a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -23,23 +26,20 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ghist_ray import uri
 from ghist_ray.errors import GhistError
 from ghist_ray.slides.redact import redact, redact_text
 
-EXPERIMENT = "ghist_ray"
+ENV = "MLFLOW_TRACKING_URI"
 NAME_TAG = "ghist_ray.run_name"
 
 
-def default_tracking_uri(out: str, explicit: str | None) -> str:
-    """``explicit`` if given, else ``sqlite:///<out>/mlflow.db`` for a local ``out``."""
+def store_uri(explicit: str | None = None) -> str:
+    """``explicit``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
     if explicit:
         return explicit
-    if uri.is_remote(out):
-        raise GhistError(f"{redact(out)}: remote output needs an explicit tracking_uri for MLflow")
-    root = Path(out).absolute()
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    if os.environ.get(ENV):
+        return os.environ[ENV]
+    return f"sqlite:///{Path.cwd().absolute() / 'mlflow.db'}"
 
 
 def client(tracking_uri: str) -> MlflowClient:
@@ -50,15 +50,7 @@ def _clean(values: Mapping[str, object]) -> dict[str, str]:
     return {k: redact_text(str(v)) for k, v in values.items()}
 
 
-def create_run(tracking_uri: str, run_name: str, tags: Mapping[str, str]) -> str:
-    """A new run of the ghist_ray experiment with these (redacted) tags; its id."""
-    c = client(tracking_uri)
-    return c.create_run(
-        experiment_id(tracking_uri), run_name=run_name, tags=_clean(tags)
-    ).info.run_id
-
-
-def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
+def experiment_id(tracking_uri: str, name: str) -> str:
     """The experiment's id, created on first use. With a SQLite store its artefacts
     go beside the database (MLflow's default is ``./mlruns`` of whatever the
     current directory happens to be)."""
@@ -69,20 +61,31 @@ def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
     location = None
     if tracking_uri.startswith("sqlite:///"):
         location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return c.create_experiment(name, artifact_location=location)
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a stage running beside this one
+        return c.get_experiment_by_name(name).experiment_id
 
 
-def open_run(tracking_uri: str, run_name: str, tags: Mapping[str, str] | None = None) -> str:
-    """The unfinished run of this name (a resumed training), else a new one."""
+def open_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+    resume: bool = False,
+) -> str:
+    """A new run in ``experiment`` with these (redacted) tags, or with ``resume`` the
+    unfinished run of this name (a resumed training); its id."""
     c = client(tracking_uri)
-    exp = experiment_id(tracking_uri)
-    unfinished = c.search_runs(
-        [exp],
-        filter_string=f"tags.`{NAME_TAG}` = '{run_name}' and attributes.status != 'FINISHED'",
-        max_results=1,
-    )
-    if unfinished:
-        return unfinished[0].info.run_id
+    exp = experiment_id(tracking_uri, experiment)
+    if resume:
+        unfinished = c.search_runs(
+            [exp],
+            filter_string=f"tags.`{NAME_TAG}` = '{run_name}' and attributes.status != 'FINISHED'",
+            max_results=1,
+        )
+        if unfinished:
+            return unfinished[0].info.run_id
     return c.create_run(
         exp, run_name=run_name, tags=_clean({NAME_TAG: run_name, **(tags or {})})
     ).info.run_id

@@ -38,7 +38,7 @@ from ray.train.torch import TorchTrainer
 from ghist_ray import tracking, uri
 from ghist_ray.augment import augment
 from ghist_ray.calibrate import calibrate_nuclei, with_thresholds
-from ghist_ray.config import TrainConfig, dump_config
+from ghist_ray.config import TrainConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.model import (
     GhistNet,
@@ -51,6 +51,7 @@ from ghist_ray.model import (
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.shards import SCHEMA, ShardMeta, decode_image, rows_to_batch
 from ghist_ray.slides.redact import redact
+from ghist_ray.stage_run import stage_run
 
 STATE_FILE = "train_state.pt"
 MODEL_DIR = "model"
@@ -384,6 +385,7 @@ def run_train(
     progress: Callable[[str], None] = print,
     evaluate: bool = True,
     eval_dir: Path | None = None,
+    experiment: str | None = None,
 ) -> TrainResult:
     """Train (or resume ``config.name`` under ``out``), calibrate the best model's nucleus
     thresholds on training tiles, evaluate it (into ``eval_dir`` if given, and MLflow),
@@ -406,115 +408,112 @@ def run_train(
         input_mean=tuple(mean),
         input_std=tuple(std),
     )
-    tracking_uri = tracking.default_tracking_uri(out, config.tracking_uri)
-    run_id = tracking.open_run(tracking_uri, config.name)
-    tracking.log_params(
-        tracking_uri,
-        run_id,
-        {
-            **config.model_dump(exclude={"gene_panel"}),
-            "shards": redact(shards),
-            "genes": len(meta.genes),
-            "types": ",".join(meta.type_names),
-            "train_tiles": meta.tiles["train"],
-            "val_tiles": meta.tiles["val"],
-        },
-    )
-    tracking.log_text(tracking_uri, run_id, dump_config(config), "config/train.yaml")
-    tracking.log_text(
-        tracking_uri, run_id, model_config.model_dump_json(indent=2), "config/model.json"
-    )
-
-    datasets = {
-        split: ray.data.read_parquet(f"{shards.rstrip('/')}/split={split}")
-        for split in ("train", "val")
+    params = {
+        "shards": redact(shards),
+        "genes": len(meta.genes),
+        "types": ",".join(meta.type_names),
+        "train_tiles": meta.tiles["train"],
+        "val_tiles": meta.tiles["val"],
     }
-    storage = uri.join(out, "runs")
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={
-            "train": config.model_dump(mode="json"),
-            "model": model_config.model_dump(mode="json"),
-            "meta": {
-                "genes": meta.genes,
-                "type_names": meta.type_names,
-                "type_counts": type_counts(shards, len(meta.type_names)),
-            },
-            "reference": reference,
-            "tracking_uri": tracking_uri,
-            "run_id": run_id,
-        },
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker},
-            placement_strategy=config.placement_strategy,
-        ),
-        run_config=RunConfig(
-            name=config.name,
-            storage_path=storage,
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=config.keep_checkpoints,
-                checkpoint_score_attribute=SCORE,
-                checkpoint_score_order="max",
-            ),
-            failure_config=FailureConfig(max_failures=config.max_failures),
-        ),
-        datasets=datasets,
-    )
-    progress(
-        f"train: {config.name} on {config.num_workers} worker(s), storage {redact(storage)}, "
-        f"MLflow run {run_id} at {redact(tracking_uri)}"
-    )
-    try:
-        result = trainer.fit()
-    except Exception:
-        tracking.finish_run(tracking_uri, run_id, failed=True)
-        raise
-    best = result.get_best_checkpoint(SCORE, "max") or result.checkpoint
-    model_dir = (
-        Path(uri.join(out, MODEL_DIR)) if not uri.is_remote(out) else Path(tempfile.mkdtemp())
-    )
-    with best.as_directory() as d:
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        shutil.copytree(Path(d) / MODEL_DIR, model_dir)
-    if config.calibrate_tiles:
-        _calibrate(model_dir, shards, config.calibrate_tiles, tracking_uri, run_id, progress)
-    tracking.log_artifacts(tracking_uri, run_id, model_dir, MODEL_DIR)
-    metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, int | float)}
-    if metrics:
-        progress(f"train: last {_progress_line(metrics)}")
-    if evaluate:
-        from ghist_ray.evaluate import load_and_evaluate
+    with stage_run(
+        "train",
+        config,
+        tracking_uri=config.tracking_uri,
+        experiment=experiment,
+        run_name=config.name,
+        params=params,
+        resume=True,
+    ) as run:
+        tracking_uri, run_id = run.tracking_uri, run.run_id
+        (run.dir / "model.json").write_text(model_config.model_dump_json(indent=2))
 
-        eval_dir = eval_dir or Path(tempfile.mkdtemp(prefix="ghist_ray-eval-"))
-        report = load_and_evaluate(str(model_dir), shards, "val", eval_dir)
-        metrics.update({f"eval_{k}": v for k, v in report.metrics.items()})
-        tracking.log_metrics(
-            tracking_uri,
-            run_id,
-            {f"eval_{k}": v for k, v in report.metrics.items()},
-            step=config.epochs,
-        )
-        tracking.log_artifacts(tracking_uri, run_id, eval_dir, "evaluation")
-    version = None
-    if config.register_as:
-        version = tracking.register_model(
-            tracking_uri,
-            run_id,
-            MODEL_DIR,
-            config.register_as,
-            {
-                "genes": str(len(meta.genes)),
-                "types": ",".join(meta.type_names),
-                "preset": config.preset,
+        datasets = {
+            split: ray.data.read_parquet(f"{shards.rstrip('/')}/split={split}")
+            for split in ("train", "val")
+        }
+        storage = uri.join(out, "runs")
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "train": config.model_dump(mode="json"),
+                "model": model_config.model_dump(mode="json"),
+                "meta": {
+                    "genes": meta.genes,
+                    "type_names": meta.type_names,
+                    "type_counts": type_counts(shards, len(meta.type_names)),
+                },
+                "reference": reference,
+                "tracking_uri": tracking_uri,
+                "run_id": run_id,
             },
+            scaling_config=ScalingConfig(
+                num_workers=config.num_workers,
+                use_gpu=config.use_gpu,
+                resources_per_worker={"CPU": config.cpus_per_worker},
+                placement_strategy=config.placement_strategy,
+            ),
+            run_config=RunConfig(
+                name=config.name,
+                storage_path=storage,
+                checkpoint_config=CheckpointConfig(
+                    num_to_keep=config.keep_checkpoints,
+                    checkpoint_score_attribute=SCORE,
+                    checkpoint_score_order="max",
+                ),
+                failure_config=FailureConfig(max_failures=config.max_failures),
+            ),
+            datasets=datasets,
         )
-    tracking.finish_run(tracking_uri, run_id)
-    progress(
-        f"train: model at {model_dir}"
-        + (f", registered as models:/{config.register_as}/{version}" if version else "")
-        + f"; MLflow: mlflow ui --backend-store-uri {redact(tracking_uri)}"
-    )
-    return TrainResult(model_dir, run_id, tracking_uri, version, metrics)
+        progress(
+            f"train: {config.name} on {config.num_workers} worker(s), storage {redact(storage)}, "
+            f"MLflow run {run_id} at {redact(tracking_uri)}"
+        )
+        result = trainer.fit()
+        best = result.get_best_checkpoint(SCORE, "max") or result.checkpoint
+        model_dir = (
+            Path(uri.join(out, MODEL_DIR)) if not uri.is_remote(out) else Path(tempfile.mkdtemp())
+        )
+        with best.as_directory() as d:
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            shutil.copytree(Path(d) / MODEL_DIR, model_dir)
+        if config.calibrate_tiles:
+            _calibrate(model_dir, shards, config.calibrate_tiles, tracking_uri, run_id, progress)
+        tracking.log_artifacts(tracking_uri, run_id, model_dir, MODEL_DIR)
+        metrics = {
+            k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, int | float)
+        }
+        if metrics:
+            progress(f"train: last {_progress_line(metrics)}")
+        if evaluate:
+            from ghist_ray.evaluate import load_and_evaluate
+
+            eval_dir = eval_dir or Path(tempfile.mkdtemp(prefix="ghist_ray-eval-"))
+            report = load_and_evaluate(str(model_dir), shards, "val", eval_dir)
+            metrics.update({f"eval_{k}": v for k, v in report.metrics.items()})
+            tracking.log_metrics(
+                tracking_uri,
+                run_id,
+                {f"eval_{k}": v for k, v in report.metrics.items()},
+                step=config.epochs,
+            )
+            tracking.log_artifacts(tracking_uri, run_id, eval_dir, "evaluation")
+        version = None
+        if config.register_as:
+            version = tracking.register_model(
+                tracking_uri,
+                run_id,
+                MODEL_DIR,
+                config.register_as,
+                {
+                    "genes": str(len(meta.genes)),
+                    "types": ",".join(meta.type_names),
+                    "preset": config.preset,
+                },
+            )
+        progress(
+            f"train: model at {model_dir}"
+            + (f", registered as models:/{config.register_as}/{version}" if version else "")
+            + f"; MLflow: mlflow ui --backend-store-uri {redact(tracking_uri)}"
+        )
+        return TrainResult(model_dir, run_id, tracking_uri, version, metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,21 @@ assert SHARED_DATA.is_dir(), f"{SHARED_DATA}: the shared real-data folder is mis
 SMALL_COHORT = SynthConfig(
     n_slides=4, n_xenium=2, seed=7, width_um=768.0, height_um=640.0, workers=2
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's MLflow store, as a user's project sets it: ``MLFLOW_TRACKING_URI``
+    (every stage, subprocess and Ray worker of the session logs there, never into
+    the repository's working folder). Tests of the defaults unset it themselves."""
+    store = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    yield store
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 @pytest.fixture(scope="session")

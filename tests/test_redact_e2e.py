@@ -288,7 +288,7 @@ def test_redact_infer_keeps_credentials_out(
         tmp_path / "model",
     )
     store = mlflow_server.url
-    run_id = tracking.open_run(store, "train-e2e")
+    run_id = tracking.open_run(store, "train", "train-e2e")
     tracking.log_artifacts(store, run_id, model, "model")
     version = tracking.register_model(
         store, run_id, "model", "ghist-e2e", {"copied_from": f"s3://{S3_LOGIN}@bucket/model"}

@@ -23,11 +23,11 @@ from ghist_ray.analysis.clusters import assign_slide, fit_clusters, markers, sam
 from ghist_ray.analysis.plots import plot_enrichment, plot_spot_maps, plot_umap
 from ghist_ray.analysis.spatial import moran_features, slide_features, slide_statistics
 from ghist_ray.analysis.spots import SPOT_COLUMNS, evaluate_slide, slide_spots
-from ghist_ray.analysis.stage import stage_run
 from ghist_ray.config import ClusterConfig, SpatialConfig, SpotsConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.inference.state import slide_key
 from ghist_ray.slides.redact import redact
+from ghist_ray.stage_run import stage_run
 
 Progress = Callable[[str], None]
 
@@ -55,6 +55,7 @@ def run_spots(
     truth_uri: str | None = None,
     tracking_uri: str | None = None,
     progress: Progress = print,
+    experiment: str | None = None,
 ) -> AnalysisReport:
     """Spots of every done slide: ``spots/<slide>.parquet`` and ``.h5ad``,
     ``spots_slides.csv``; with ``truth_uri`` (measured cells in the same contract,
@@ -67,7 +68,15 @@ def run_spots(
     if truth is not None and not paired:
         raise GhistError(f"{redact(truth_uri)}: no done slide in common with {redact(cells_uri)}")
     params = {"truth": redact(truth_uri) if truth_uri else ""}
-    with stage_run("spots", config, cells_uri, out, tracking_uri, params) as stage:
+    with stage_run(
+        "spots",
+        config,
+        out,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        params=params,
+        cells=cells_uri,
+    ) as stage:
         (stage.dir / "spots").mkdir()
         rows, evals, first = [], [], None
         for k, slide_id in enumerate(run.slides, 1):
@@ -172,6 +181,7 @@ def run_cluster(
     manifest_uri: str | None = None,
     tracking_uri: str | None = None,
     progress: Progress = print,
+    experiment: str | None = None,
 ) -> AnalysisReport:
     """Leiden on the cohort sample, every cell assigned (``clusters/<slide>.parquet``:
     ``cell_id, cluster``), ``markers.csv``, ``clusters.csv`` (size, majority
@@ -183,7 +193,15 @@ def run_cluster(
         "manifest": redact(manifest_uri) if manifest_uri else "",
         "patient_pattern": patient_pattern,
     }
-    with stage_run("cluster", config, cells_uri, out, tracking_uri, params) as stage:
+    with stage_run(
+        "cluster",
+        config,
+        out,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        params=params,
+        cells=cells_uri,
+    ) as stage:
         sample = sample_cells(run, config, progress)
         progress(
             f"cluster: sample of {sample.n_obs} cells from {len(run.slides)} slides; "
@@ -277,6 +295,7 @@ def run_spatial(
     manifest_uri: str | None = None,
     tracking_uri: str | None = None,
     progress: Progress = print,
+    experiment: str | None = None,
 ) -> AnalysisReport:
     """Per slide: ``nhood_slides.parquet`` (every type pair: z, p, count),
     ``moran_slides.parquet`` (feature, I, p); per slide and patient the features
@@ -289,7 +308,15 @@ def run_spatial(
         "manifest": redact(manifest_uri) if manifest_uri else "",
         "patient_pattern": patient_pattern,
     }
-    with stage_run("spatial", config, cells_uri, out, tracking_uri, params) as stage:
+    with stage_run(
+        "spatial",
+        config,
+        out,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        params=params,
+        cells=cells_uri,
+    ) as stage:
         nhoods, moran_tables, features, n_cells = [], [], {}, {}
         for k, slide_id in enumerate(run.slides, 1):
             nhood, moran, n = slide_statistics(run, slide_id, config, genes, programmes)

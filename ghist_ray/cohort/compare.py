@@ -26,9 +26,9 @@ from mlflow.tracking import MlflowClient
 
 from ghist_ray import tracking
 from ghist_ray.cohort.plots import plot_compare
-from ghist_ray.cohort.run import MODEL_NAME_TAG, MODEL_VERSION_TAG, STAGE_TAG, TRAIN_RUN_TAG
 from ghist_ray.errors import GhistError
 from ghist_ray.slides.redact import redact
+from ghist_ray.stage_run import MODEL_NAME_TAG, MODEL_VERSION_TAG, STAGE_TAG, TRAIN_RUN_TAG
 
 EVAL_METRICS = (
     "eval_pcc_median_svg20",

@@ -34,7 +34,8 @@ Files written under ``out`` (local or s3://; ``survival.json`` last):
 ``survival.json``          the report summary (written last)
 ========================== =========================================================
 
-The MLflow run (default store: ``sqlite:///<out>/mlflow.db``) carries tags
+The MLflow run (``ghist_ray.stage_run``: the project's store, experiment
+``survival`` unless named) carries tags
 linking it to what made its features, read from ``<cells>/state/run.json``:
 ``ghist_ray.model`` (model URI), ``ghist_ray.inference_run_id`` and, for a
 registry model, ``ghist_ray.model_name``/``model_version`` and
@@ -46,20 +47,14 @@ feature table is logged as params beside ``cells``: ``features_table`` (its URI)
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from ghist_ray import tracking
-from ghist_ray import uri as uris
 from ghist_ray.cohort.clinical import (
     ClinicalTable,
     encode_covariates,
@@ -76,17 +71,13 @@ from ghist_ray.cohort.survival import (
     kaplan_meier,
 )
 from ghist_ray.cohort.tables import FeatureTable, read_feature_table
-from ghist_ray.config import SurvivalConfig, dump_config
+from ghist_ray.config import SurvivalConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.slides.redact import redact
+from ghist_ray.stage_run import stage_run
 
 Progress = Callable[[str], None]
 MARKER = "survival.json"
-STAGE_TAG = "ghist_ray.stage"
-TRAIN_RUN_TAG = "ghist_ray.train_run_id"
-MODEL_NAME_TAG = "ghist_ray.model_name"
-MODEL_VERSION_TAG = "ghist_ray.model_version"
 NOTHING = "survival needs --cells (an inference output root), --features (a feature table) or both"
 
 
@@ -440,7 +431,7 @@ def _line(name: str, metrics: dict[str, float]) -> str:
     )
 
 
-def _write(stage: Path, cohort: CohortTable, found: dict, time_unit: str, report: dict) -> None:
+def _write(stage: Path, cohort: CohortTable, found: dict, time_unit: str) -> None:
     cohort.slide_features.reset_index().to_parquet(stage / "features_slides.parquet", index=False)
     cohort.patient_features.reset_index().to_parquet(
         stage / "features_patients.parquet", index=False
@@ -483,54 +474,6 @@ def _write(stage: Path, cohort: CohortTable, found: dict, time_unit: str, report
         f"held-out risk groups (CV C-index {_line('cindex_cv', cindex)})",
     )
     plot_forest(found["cox"], stage / "forest.png")
-    (stage / MARKER).write_text(json.dumps(report, indent=1, default=str))
-
-
-def _publish(stage: Path, out: str) -> None:
-    """Copy the staged files to ``out`` (replacing older ones), the marker last."""
-    fs, root = uris.filesystem(out)
-    fs.makedirs(root, exist_ok=True)
-    files = sorted(p for p in stage.iterdir() if p.is_file() and p.name != MARKER)
-    for p in [*files, stage / MARKER]:
-        fs.put_file(str(p), f"{root.rstrip('/')}/{p.name}")
-
-
-def _store_exists(tracking_uri: str) -> bool:
-    """False for a SQLite store whose file is missing (opening it would create one)."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri.removeprefix("sqlite:///")).exists()
-    return True
-
-
-def inference_links(cells_uri: str, tracking_uri: str) -> dict[str, str]:
-    """Tags tying an analysis to the inference run and model that made its cells."""
-    layout = RunLayout(cells_uri)
-    path = layout.path("state", "run.json")
-    info: dict[str, Any] = layout.read_json(path) if layout.fs.exists(path) else {}
-    tags = {
-        f"ghist_ray.{key}": redact(str(info[src]))
-        for key, src in (
-            ("model", "model"),
-            ("inference_run_id", "mlflow_run_id"),
-            ("inference_tracking_uri", "tracking_uri"),
-        )
-        if info.get(src)
-    }
-    model = str(info.get("model") or "")
-    if model.startswith("models:/"):
-        name, _, version = model.removeprefix("models:/").partition("/")
-        tags[MODEL_NAME_TAG], tags[MODEL_VERSION_TAG] = name, version or "1"
-        for store in dict.fromkeys(filter(None, [info.get("tracking_uri"), tracking_uri])):
-            if not _store_exists(store):
-                continue
-            try:
-                found = tracking.client(store).get_model_version(name, version or "1")
-            except MlflowException:
-                continue
-            if found.run_id:
-                tags[TRAIN_RUN_TAG] = found.run_id
-                break
-    return tags
 
 
 def run_survival(
@@ -543,6 +486,7 @@ def run_survival(
     progress: Progress = print,
     features_uri: str | None = None,
     features_id: str | None = None,
+    experiment: str | None = None,
 ) -> SurvivalReport:
     """Features (of predicted cells, of a feature table, or both) → clinical join →
     Cox/KM/CV → files under ``out`` and one MLflow run (module docstring). User
@@ -572,59 +516,42 @@ def run_survival(
     metrics = found["metrics"]
     metrics["seconds"] = time.perf_counter() - started
 
-    store = tracking.default_tracking_uri(out, tracking_uri)
-    tags = {
-        tracking.NAME_TAG: config.run_name,
-        STAGE_TAG: "survival",
-        **(inference_links(cells_uri, store) if cells_uri else {}),
-    }
+    store = tracking.store_uri(tracking_uri)
     source = {
         "features_table": redact(features_uri) if features_uri else "",
         "features_table_sha256": table.sha256 if table else "",
         "features_table_id": table.id_column if table else "",
     }
-    run_id = tracking.create_run(store, config.run_name, tags)
-    report = {
-        "run_id": run_id,
-        "tracking_uri": redact(store),
-        "cells": redact(cells_uri) if cells_uri else None,
+    params = {
         **source,
-        "clinical": redact(clinical_uri),
-        "features": cohort.features,
-        "covariates": cohort.covariates,
-        "cox": {k: getattr(config, k) for k in ("penalizer", "l1_ratio", "standardise")},
-        "metrics": metrics,
-        "links": tags,
+        "clinical_table": redact(clinical_uri),
+        "clinical_layout": clinical.layout,
+        "chosen_features": ",".join(cohort.features),
+        "chosen_covariates": ",".join(cohort.covariates),
     }
-    stage = Path(tempfile.mkdtemp(prefix="ghist_ray-survival-"))
-    try:
-        _write(stage, cohort, found, clinical.time_unit, report)
-        (stage / "config").mkdir()
-        (stage / "config" / "survival.yaml").write_text(dump_config(config))
-        tracking.log_params(
-            store,
-            run_id,
+    with stage_run(
+        "survival",
+        config,
+        out,
+        tracking_uri=store,
+        experiment=experiment,
+        params=params,
+        cells=cells_uri,
+        manifest=manifest_uri,
+    ) as run:
+        _write(run.dir, cohort, found, clinical.time_unit)
+        run.metrics.update(metrics)
+        run.report.update(
             {
-                **{k: v for k, v in config.model_dump().items() if k != "clinical"},
-                **{f"clinical.{k}": v for k, v in config.clinical.model_dump().items()},
-                "cells": redact(cells_uri) if cells_uri else "",
+                "cells": redact(cells_uri) if cells_uri else None,
                 **source,
-                "clinical_table": redact(clinical_uri),
-                "clinical_layout": clinical.layout,
-                "manifest": redact(manifest_uri) if manifest_uri else "",
-                "chosen_features": ",".join(cohort.features),
-                "chosen_covariates": ",".join(cohort.covariates),
-            },
+                "clinical": redact(clinical_uri),
+                "features": cohort.features,
+                "covariates": cohort.covariates,
+                "cox": {k: getattr(config, k) for k in ("penalizer", "l1_ratio", "standardise")},
+            }
         )
-        tracking.log_metrics(store, run_id, {k: v for k, v in metrics.items() if np.isfinite(v)}, 0)
-        tracking.log_artifacts(store, run_id, stage, "survival")
-        _publish(stage, out)
-    except BaseException:
-        tracking.finish_run(store, run_id, failed=True)
-        raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    tracking.finish_run(store, run_id)
+    run_id = run.run_id
     progress(
         f"survival: CV C-index {_line('cindex_cv', metrics)} (shuffled control "
         + (_line("cindex_cv_shuffled", metrics) if config.shuffled_control else "off")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from ghist_ray import tracking
 from ghist_ray.cli import app
 from tests.cohort.cells import SynthCells
 
@@ -23,7 +25,9 @@ def test_spots_cluster_spatial_commands(cohort: SynthCells, tmp_path: Path) -> N
         result = runner.invoke(app, [command, "--cells", cells, "--out", str(out), *extra])
         assert result.exit_code == 0, result.output
         assert (out / f"{command}.json").exists()  # the completion marker, written last
-        assert (out / "mlflow.db").exists()
+        run_id = json.loads((out / f"{command}.json").read_text())["run_id"]
+        run = tracking.client(tracking.store_uri()).get_run(run_id)  # the project's store
+        assert run.data.tags["ghist_ray.stage"] == command and run.info.status == "FINISHED"
 
     missing = tmp_path / "nowhere"
     result = runner.invoke(app, ["cluster", "--cells", str(missing), "--out", str(tmp_path / "x")])

@@ -5,8 +5,11 @@ inference output of model 1, and one full survival analysis on it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import pandas as pd
 import pytest
+from lifelines.datasets import load_rossi
 
 from ghist_ray import tracking
 from ghist_ray.cohort import SurvivalReport, run_survival
@@ -65,13 +68,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     (model_dir / "model_card.json").write_text("{}")
     train, infer = {}, {}
     for which, metrics in EVAL.items():
-        run_id = tracking.open_run(uri, f"train-{which}")
+        run_id = tracking.open_run(uri, "train", f"train-{which}")
         tracking.log_metrics(uri, run_id, metrics, step=3)
         tracking.log_artifacts(uri, run_id, model_dir, "model")
         tracking.register_model(uri, run_id, "model", "ghist", {"types": "Malignant,T"})
         tracking.finish_run(uri, run_id)
         train[which] = run_id
-        run_id = tracking.open_run(uri, f"infer-{which}", tags={"ghist_ray.stage": "infer"})
+        run_id = tracking.open_run(uri, "infer", f"infer-{which}", {"ghist_ray.stage": "infer"})
         tracking.finish_run(uri, run_id)
         infer[which] = run_id
     return Store(uri, train, infer)
@@ -99,3 +102,15 @@ def planted(
         tracking_uri=store.uri,
         progress=lambda _: None,
     )
+
+
+@pytest.fixture
+def rossi(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
+    """Rossi's covariates as a feature table (CSV) and its outcome as a clinical
+    table (TSV) under its own column names, joined by a made-up patient id."""
+    data = load_rossi()
+    ids = [f"R{k:04d}" for k in range(len(data))]
+    features, clinical = tmp_path / "rossi_features.csv", tmp_path / "rossi_clinical.tsv"
+    data.drop(columns=["week", "arrest"]).assign(patient_id=ids).to_csv(features, index=False)
+    data[["week", "arrest"]].assign(patient_id=ids).to_csv(clinical, sep="\t", index=False)
+    return features, clinical, data

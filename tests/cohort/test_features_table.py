@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
-from lifelines.datasets import load_rossi
 from typer.testing import CliRunner
 
 from ghist_ray import tracking
@@ -42,18 +41,6 @@ def _quiet(_: str) -> None:
     pass
 
 
-@pytest.fixture
-def rossi(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
-    """Rossi's covariates as a feature table (CSV) and its outcome as a clinical
-    table (TSV) under its own column names, joined by a made-up patient id."""
-    data = load_rossi()
-    ids = [f"R{k:04d}" for k in range(len(data))]
-    features, clinical = tmp_path / "rossi_features.csv", tmp_path / "rossi_clinical.tsv"
-    data.drop(columns=["week", "arrest"]).assign(patient_id=ids).to_csv(features, index=False)
-    data[["week", "arrest"]].assign(patient_id=ids).to_csv(clinical, sep="\t", index=False)
-    return features, clinical, data
-
-
 def test_rossi_through_the_cli_reproduces_lifelines(rossi, tmp_path: Path) -> None:
     features, clinical, data = rossi
     out = tmp_path / "out"
@@ -75,7 +62,7 @@ def test_rossi_through_the_cli_reproduces_lifelines(rossi, tmp_path: Path) -> No
 
     # The MLflow run names the table as it names the cells: URI, digest, id column.
     summary = json.loads((out / "survival.json").read_text())
-    run = tracking.client(f"sqlite:///{out}/mlflow.db").get_run(summary["run_id"])
+    run = tracking.client(tracking.store_uri()).get_run(summary["run_id"])
     params = run.data.params
     assert params["features_table"] == str(features)
     assert params["features_table_sha256"] == hashlib.sha256(features.read_bytes()).hexdigest()
@@ -176,7 +163,7 @@ def test_cells_and_table_combined_through_the_cli(
     assert len(pooled) == 136 and {"prop.T", "expr.MKI67", "my.score"} <= set(pooled.columns)
     assert len(pd.read_parquet(out / "features_slides.parquet")) == 160
     run_id = json.loads((out / "survival.json").read_text())["run_id"]
-    params = tracking.client(f"sqlite:///{out}/mlflow.db").get_run(run_id).data.params
+    params = tracking.client(tracking.store_uri()).get_run(run_id).data.params
     assert params["cells"] == str(synth_cells.cells)
     assert params["features_table"] == str(tmp_path / "mine.csv")
 

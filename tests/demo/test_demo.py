@@ -11,7 +11,6 @@ from playwright.sync_api import sync_playwright
 
 from ghist_ray.config import PipelineConfig
 from ghist_ray.inference.state import RunLayout
-from ghist_ray.tracking import EXPERIMENT
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it
 CHROMIUM_ARGS = [
@@ -34,7 +33,8 @@ def test_every_stage_ran_and_is_linked_in_mlflow(demo_run: tuple[PipelineConfig,
     assert (out / "evaluate" / "metrics.json").exists()
     assert (out / "survival" / "survival.json").exists()
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments)
     by_stage = {r.data.tags.get("ghist_ray.stage", "train"): r for r in runs}
     assert set(by_stage) == {"train", "infer", "survival"}
     survival = by_stage["survival"].data.tags

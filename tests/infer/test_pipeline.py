@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
+from ghist_ray import tracking
 from ghist_ray.export import export_slide, read_cells
 from ghist_ray.infer import run_infer
 from ghist_ray.inference.naive import naive_slide_cells
@@ -133,9 +134,13 @@ def test_run_is_logged_to_mlflow(reference_run: ReferenceRun) -> None:
 
     layout = RunLayout(str(reference_run.out))
     record = layout.read_json(layout.path("state", "run.json"))
-    assert record["tracking_uri"] == f"sqlite:///{reference_run.out / 'mlflow.db'}"
+    assert record["tracking_uri"] == tracking.store_uri()  # the project's store
     run = MlflowClient(tracking_uri=record["tracking_uri"]).get_run(record["mlflow_run_id"])
     assert run.data.metrics["done"] == 2 and run.data.metrics["failed"] == 3
     assert run.data.params["model"] == record["model"]
     assert run.data.tags["ghist_ray.stage"] == "infer"
+    assert run.info.status == "FAILED"  # three slides failed: the run says so
+    assert run.data.tags["ghist_ray.error"] == "3 of 5 slides failed"
+    (manifest,) = run.inputs.dataset_inputs  # the cohort manifest, with its digest
+    assert manifest.dataset.name == "manifest" and manifest.dataset.digest
     assert run.info.status == "FAILED"  # some slides failed: the run says so

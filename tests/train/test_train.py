@@ -96,6 +96,7 @@ def test_killed_run_resumes_from_its_checkpoint(small_shards: Path, tmp_path: Pa
         "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=2",
         "--set", "train.max_val_batches=2", "--set", "train.register_as=null",
         "--set", "train.calibrate_tiles=4",
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
     ]  # fmt: skip
     first = subprocess.Popen(
         command,
@@ -123,7 +124,7 @@ def test_killed_run_resumes_from_its_checkpoint(small_shards: Path, tmp_path: Pa
     assert "epoch 2:" in output
     assert "State API may be temporarily unavailable" not in output  # quiet local Ray
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("ghist_ray").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # one run, resumed
     logged = sorted({m.step for m in client.get_metric_history(runs[0].info.run_id, "epoch")})
     assert logged == [0, 1, 2]
