@@ -87,7 +87,6 @@ import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ghist_ray import tracking
 from ghist_ray.config import InferConfig, dump_config
 from ghist_ray.errors import GhistError
 from ghist_ray.inference import provenance
@@ -100,6 +99,7 @@ from ghist_ray.inference.progress import Progress, start_counter
 from ghist_ray.inference.resources import ActorPools, wait_for_accelerator
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.manifest import read_manifest
+from ghist_ray.mlflow_model import resolve_model
 from ghist_ray.model import ModelConfig, read_model_card
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.slides.redact import redact
@@ -361,25 +361,26 @@ def run_infer(
 ) -> InferSummary:
     """Predict every cell of every slide in the manifest into ``out`` (local or s3://).
 
-    ``model_uri`` is a model folder or ``models:/<name>/<version>`` (with
-    ``tracking_uri``). Slides done by an earlier run into the same ``out`` are
-    skipped if they were made the same way (model, settings, slide file, µm/px);
-    made otherwise, the run refuses, or redoes exactly those with
-    ``redo_changed``. Failed and unfinished slides are redone. Raises
-    ``GhistError`` only for problems of the whole run (manifest, model, another
-    run holding ``out``); a slide's problem is a row in the failures table and a
-    count in the returned summary.
+    ``model_uri`` is a model folder or a URI MLflow resolves in ``tracking_uri``
+    (``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``runs:/<id>/model``).
+    Slides done by an earlier run into the same ``out`` are skipped if they were
+    made the same way (model, settings, slide file, µm/px); made otherwise, the
+    run refuses, or redoes exactly those with ``redo_changed``. Failed and
+    unfinished slides are redone. Raises ``GhistError`` only for problems of the
+    whole run (manifest, model, another run holding ``out``); a slide's problem
+    is a row in the failures table and a count in the returned summary.
     """
     started = time.perf_counter()
     shown_out = redact(out)
     sources = slide_sources(read_manifest(manifest_uri))
-    model_dir = tracking.fetch_model(model_uri, tracking_uri)
+    model = resolve_model(model_uri, tracking_uri)
+    model_dir = model.directory
     model_config = ModelConfig.model_validate(read_model_card(model_dir)["config"])
     tiling = Tiling.for_model(model_config, config)
     meta = CellsMeta(model_config.type_names, model_config.gene_names)
     meta.schema()  # gene/type name clashes fail here, before any work
     layout = RunLayout(out, new_run_id())
-    made = provenance.recipe(model_uri, model_dir, tiling)
+    made = provenance.recipe(model_uri, model_dir, tiling, model.version)
     now = {sid: {**made, **stamp} for sid, stamp in provenance.stamps(sources).items()}
     with (
         stage_run(

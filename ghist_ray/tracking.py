@@ -18,7 +18,6 @@ import contextlib
 import io
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -125,37 +124,27 @@ def finish_run(tracking_uri: str, run_id: str, failed: bool = False) -> None:
         sys.stdout.write(redact_text(printed.getvalue()))
 
 
-def register_model(
-    tracking_uri: str, run_id: str, artifact_path: str, name: str, tags: Mapping[str, str]
-) -> str:
-    """Register ``runs:/<run_id>/<artifact_path>`` as a new version of ``name``."""
-    c = client(tracking_uri)
+def register_model(tracking_uri: str, model_uri: str, name: str, tags: Mapping[str, str]) -> str:
+    """Register the MLflow model at ``model_uri`` (``models:/<id>`` from
+    :func:`~ghist_ray.mlflow_model.log_model`, ``runs:/<run id>/model``) as a new
+    version of ``name``, linked to the run that logged it; the version."""
+    import mlflow
+
+    from ghist_ray.mlflow_model import use_store
+
     try:
-        c.get_registered_model(name)
-    except MlflowException:
-        c.create_registered_model(name, description="GHIST models trained by ghist_ray")
-    source = f"{c.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    version = c.create_model_version(name, source, run_id=run_id, tags=_clean(tags))
-    return version.version
+        with use_store(tracking_uri):
+            return str(mlflow.register_model(model_uri, name, tags=_clean(tags)).version)
+    except MlflowException as exc:
+        raise GhistError(
+            f"{redact(model_uri)}: cannot register it as {name} in {redact(tracking_uri)} "
+            f"({redact_text(exc.message.splitlines()[0])})"
+        ) from None
 
 
 def fetch_model(model_uri: str, tracking_uri: str | None) -> Path:
-    """A local model directory for a path or a ``models:/<name>/<version>`` URI."""
-    if not model_uri.startswith("models:/"):
-        return Path(model_uri)
-    if not tracking_uri:
-        raise GhistError(f"{model_uri}: a registry model needs --tracking-uri")
-    name, _, version = model_uri.removeprefix("models:/").partition("/")
-    c = client(tracking_uri)
-    try:
-        source = c.get_model_version_download_uri(name, version or "1")
-    except MlflowException as exc:
-        raise GhistError(
-            f"{model_uri}: not in the registry at {redact(tracking_uri)} ({exc.error_code})"
-        ) from None
-    from mlflow.artifacts import download_artifacts
+    """A local folder :func:`~ghist_ray.model.load_model` reads, for a model folder
+    or any model URI MLflow resolves (:func:`~ghist_ray.mlflow_model.resolve_model`)."""
+    from ghist_ray.mlflow_model import resolve_model
 
-    target = Path(tempfile.mkdtemp(prefix="ghist_ray-model-"))
-    # The store's own URI: a server's ``mlflow-artifacts:/`` source is fetched through it.
-    found = download_artifacts(artifact_uri=source, dst_path=str(target), tracking_uri=tracking_uri)
-    return Path(found)
+    return resolve_model(model_uri, tracking_uri).directory

@@ -498,12 +498,14 @@ def run_train(
                 step=config.epochs,
             )
             tracking.log_artifacts(tracking_uri, run_id, eval_dir, "evaluation")
+        from ghist_ray.mlflow_model import log_model
+
+        logged = log_model(model_dir, run_id, tracking_uri, MODEL_DIR)  # runs:/<id>/model
         version = None
         if config.register_as:
             version = tracking.register_model(
                 tracking_uri,
-                run_id,
-                MODEL_DIR,
+                logged,
                 config.register_as,
                 {
                     "genes": str(len(meta.genes)),

@@ -276,6 +276,7 @@ def test_redact_infer_keeps_credentials_out(
     keep the secret out."""
     from ghist_ray import tracking
     from ghist_ray.infer import run_infer
+    from ghist_ray.mlflow_model import log_model
     from ghist_ray.model import GhistNet, ModelConfig, save_model
 
     _log_levels(caplog)
@@ -289,9 +290,11 @@ def test_redact_infer_keeps_credentials_out(
     )
     store = mlflow_server.url
     run_id = tracking.open_run(store, "train", "train-e2e")
-    tracking.log_artifacts(store, run_id, model, "model")
     version = tracking.register_model(
-        store, run_id, "model", "ghist-e2e", {"copied_from": f"s3://{S3_LOGIN}@bucket/model"}
+        store,
+        log_model(model, run_id, store),
+        "ghist-e2e",
+        {"copied_from": f"s3://{S3_LOGIN}@bucket/model"},
     )
     tracking.finish_run(store, run_id)
     # Slides read over HTTP with the manifest's login (relative URIs resolve against

@@ -26,17 +26,19 @@ STAT_THREADS = 16  # slide stats are one HEAD request each on S3
 _UNTRACKED_TILING = ("cache_dir", "cache_bytes")  # where copies live, not what is computed
 
 
-def recipe(model_uri: str, model_dir: Path, tiling: Tiling) -> dict[str, Any]:
-    """The run-wide half of a slide's provenance."""
+def recipe(
+    model_uri: str, model_dir: Path, tiling: Tiling, version: str | None = None
+) -> dict[str, Any]:
+    """The run-wide half of a slide's provenance; ``version`` is the registry
+    version MLflow resolved ``model_uri`` to (a number, an alias, ``latest``)."""
     digest = hashlib.sha256()
     with (model_dir / "weights.pt").open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     settings = {k: v for k, v in asdict(tiling).items() if k not in _UNTRACKED_TILING}
-    name, _, version = model_uri.removeprefix("models:/").partition("/")
     return {
         "model": redact(model_uri),
-        "model_version": version if model_uri.startswith("models:/") and name else None,
+        "model_version": version,
         "weights_sha256": digest.hexdigest(),
         "tiling_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest(),
     }

@@ -1,5 +1,5 @@
-"""Session fixtures: an MLflow store with two registered "models" (runs with real
-evaluation metric names, no training), the synthetic survival cohort as
+"""Session fixtures: an MLflow store with two registered models (untrained, from
+runs with real evaluation metric names), the synthetic survival cohort as
 inference output of model 1, and one full survival analysis on it."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from lifelines.datasets import load_rossi
 from ghist_ray import tracking
 from ghist_ray.cohort import SurvivalReport, run_survival
 from ghist_ray.config import SurvivalConfig
+from ghist_ray.mlflow_model import log_model
+from ghist_ray.model import GhistNet, ModelConfig, save_model
 from tests.cohort.cells import SynthCells, build_synth_cells
 
 # 160 slides (136 patients, ~15% with two slides) of 384 × 384 µm: ~60,000 cells.
@@ -63,15 +65,14 @@ class Store:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    model_dir = root / "model"
-    model_dir.mkdir()
-    (model_dir / "model_card.json").write_text("{}")
+    config = ModelConfig(preset="small", gene_names=["EPCAM"], type_names=["Malignant", "T"])
+    model_dir = save_model(GhistNet(config), root / "model")
     train, infer = {}, {}
     for which, metrics in EVAL.items():
         run_id = tracking.open_run(uri, "train", f"train-{which}")
         tracking.log_metrics(uri, run_id, metrics, step=3)
-        tracking.log_artifacts(uri, run_id, model_dir, "model")
-        tracking.register_model(uri, run_id, "model", "ghist", {"types": "Malignant,T"})
+        logged = log_model(model_dir, run_id, uri)
+        tracking.register_model(uri, logged, "ghist", {"types": "Malignant,T"})
         tracking.finish_run(uri, run_id)
         train[which] = run_id
         run_id = tracking.open_run(uri, "infer", f"infer-{which}", {"ghist_ray.stage": "infer"})

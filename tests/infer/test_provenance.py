@@ -82,7 +82,7 @@ def test_provenance_names_what_changed(trained_model: Path, tmp_path: Path) -> N
     """Weights, tiling settings and the slide file are each told apart."""
     config = ModelConfig.model_validate(read_model_card(trained_model)["config"])
     tiling = Tiling.for_model(config, InferConfig())
-    before = provenance.recipe("models:/ghist/3", trained_model, tiling)
+    before = provenance.recipe("models:/ghist/3", trained_model, tiling, "3")
     assert before["model_version"] == "3"
     other = shutil.copytree(trained_model, tmp_path / "model")
     weights = torch.load(other / "weights.pt", weights_only=True)
@@ -90,11 +90,11 @@ def test_provenance_names_what_changed(trained_model: Path, tmp_path: Path) -> N
     weights[first] = weights[first] + 1e-3
     torch.save(weights, other / "weights.pt")
     wider = Tiling.for_model(config, InferConfig(max_nucleus_um=16.0))
-    assert provenance.changes(before, provenance.recipe("models:/ghist/3", other, tiling)) == [
+    assert provenance.changes(before, provenance.recipe("models:/ghist/3", other, tiling, "3")) == [
         "model weights"
     ]
     assert provenance.changes(
-        before, provenance.recipe("models:/ghist/3", trained_model, wider)
+        before, provenance.recipe("models:/ghist/3", trained_model, wider, "3")
     ) == ["tiling/post-processing settings"]
     slide = tmp_path / "s.tiff"
     slide.write_bytes(b"x" * 10)
