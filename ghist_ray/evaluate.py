@@ -53,6 +53,7 @@ COLUMNS = [
     "cell_nbhd",
     "cell_expr",
 ]
+DETECTION = ("nuclei_tp", "nuclei_fp", "nuclei_fn")  # per-tile columns of tiles.csv
 MAP_GENES = 6  # genes drawn in gene_maps.png
 SSIM_CHUNK = 32  # genes binned at once (bounds memory on large slides)
 
@@ -84,11 +85,14 @@ class EvalReport:
     genes: pd.DataFrame  # gene, pcc, morans_i_true, is_svg20, is_svg50, is_hvg50, ssim, means
     confusion: pd.DataFrame  # counts; index = measured type, columns = predicted type
     types: pd.DataFrame  # type, support, predicted, precision, recall, f1
-    cells: pd.DataFrame  # slide_id, cell_id, x_um, y_um, type_true, type_pred
+    cells: pd.DataFrame  # slide_id, cell_id, x_um, y_um, type_true, type_pred, nbhd_mae
+    tiles: pd.DataFrame  # slide_id, x0, y0, size_l0, nuclei_tp, nuclei_fp, nuclei_fn
     maps: GeneMaps | None  # top spatially variable genes of the largest slide
 
     def write(self, out_dir: Path) -> list[Path]:
-        """metrics.json, genes.csv, confusion.csv, types.csv and the PNGs; returns paths."""
+        """metrics.json, genes.csv, confusion.csv, types.csv, cells.parquet, tiles.csv
+        and the PNGs; returns paths. The per-gene, per-cell and per-tile tables are
+        what ``ghist-ray compare`` resamples (paired bootstrap of two evaluations)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # JSON has no NaN: undefined metrics are written as null.
@@ -102,9 +106,12 @@ class EvalReport:
             ("genes.csv", self.genes, False),
             ("confusion.csv", self.confusion, True),
             ("types.csv", self.types, False),
+            ("tiles.csv", self.tiles, False),
         ):
             table.to_csv(out_dir / name, index=index)
             written.append(out_dir / name)
+        self.cells.to_parquet(out_dir / "cells.parquet", index=False)
+        written.append(out_dir / "cells.parquet")
         written.append(plots.plot_confusion(self.confusion, out_dir / "confusion.png"))
         written.append(plots.plot_pcc_hist(self.genes, out_dir / "pcc_hist.png"))
         if self.maps is not None:
@@ -172,8 +179,9 @@ def _evaluate_rows(
     meta: ShardMeta,
     slide_mpp: dict[str, float],
     min_area_px: int,
-) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
-    """One batch of tiles: per-cell predictions on the measured nuclei and detection counts."""
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One batch of tiles: per-cell predictions on the measured nuclei and (tiles, 3)
+    detection counts (tp, fp, fn) per tile."""
     config = model.config
     batch = rows_to_batch(rows, config.n_types, config.n_genes)
     device = model.input_mean.device
@@ -203,7 +211,8 @@ def _evaluate_rows(
         config.nuclei_core_threshold,
         min_area_px=min_area_px,
     )
-    counts = metrics.detection_f1(found, batch.instances.numpy())
+    true = batch.instances.numpy()
+    counts = np.array([metrics.detection_f1(f, t) for f, t in zip(found, true, strict=True)])
 
     patch = batch.cell_patch.numpy()
     patch_px = batch.images.shape[-1]
@@ -265,8 +274,7 @@ def _nanstat(f: Callable[[np.ndarray], float], values: np.ndarray) -> float:
 def _summarise(
     cells: _Cells,
     meta: ShardMeta,
-    counts: tuple[int, int, int],
-    n_tiles: int,
+    tiles: pd.DataFrame,
     bin_um: float,
 ) -> EvalReport:
     names, n_types = list(meta.type_names), len(meta.type_names)
@@ -318,7 +326,7 @@ def _summarise(
         (conf.sum(0) / max(conf.sum(), 1))[:, None], (conf.sum(1) / max(conf.sum(), 1))[:, None]
     )
     nbhd_mae, nbhd_jsd = metrics.nbhd_error(cells.nbhd_pred, cells.nbhd_true)
-    tp, fp, fn = counts
+    tp, fp, fn = (int(tiles[f"nuclei_{k}"].sum()) for k in ("tp", "fp", "fn"))
 
     scalars = {
         "pcc_mean_all": _nanstat(np.mean, pcc),
@@ -339,7 +347,7 @@ def _summarise(
         "nuclei_fn": fn,
         "n_cells": len(cells.x_um),
         "n_typed_cells": int(typed.sum()),
-        "n_tiles": n_tiles,
+        "n_tiles": len(tiles),
         "n_slides": len(np.unique(cells.slide_id)),
         "n_genes": n_genes,
     }
@@ -351,11 +359,11 @@ def _summarise(
             "y_um": cells.y_um,
             "type_true": cells.type_true,
             "type_pred": cells.type_pred,
+            "nbhd_mae": np.abs(cells.nbhd_pred - cells.nbhd_true).mean(1),
         }
     )
-    return EvalReport(
-        scalars, genes, confusion, types, table, _gene_maps(cells, meta, chosen, pcc, bin_um)
-    )
+    maps = _gene_maps(cells, meta, chosen, pcc, bin_um)
+    return EvalReport(scalars, genes, confusion, types, table, tiles, maps)
 
 
 def _gene_maps(
@@ -409,20 +417,21 @@ def evaluate_model(
     model.eval()
     min_area_px = min_nucleus_px(min_nucleus_um2, model.config.mpp)
     parts: list[dict[str, np.ndarray]] = []
-    tp = fp = fn = n_tiles = 0
+    tiles: list[pd.DataFrame] = []
     try:
         for rows in iter_rows(dataset, COLUMNS, batch_size):
-            cells, (a, b, c) = _evaluate_rows(model, rows, meta, slide_mpp, min_area_px)
+            cells, counts = _evaluate_rows(model, rows, meta, slide_mpp, min_area_px)
             parts.append(cells)
-            tp, fp, fn, n_tiles = tp + a, fp + b, fn + c, n_tiles + len(rows["slide_id"])
+            box = {k: rows[k] for k in ("slide_id", "x0", "y0", "size_l0")}
+            tiles.append(pd.DataFrame({**box, **dict(zip(DETECTION, counts.T, strict=True))}))
     finally:
         model.train(was_training)
-    if not n_tiles:
+    if not tiles:
         raise GhistError(f"{shards_root}: the split={split} shards hold no tiles")
     joined = _Cells(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     keys = pd.MultiIndex.from_arrays([joined.slide_id, joined.cell_id])
     joined = joined.take(np.flatnonzero(~keys.duplicated()))
-    report = _summarise(joined, meta, (tp, fp, fn), n_tiles, bin_um)
+    report = _summarise(joined, meta, pd.concat(tiles, ignore_index=True), bin_um)
     if out_dir is not None:
         report.write(Path(out_dir))
     return report
