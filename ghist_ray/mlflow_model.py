@@ -27,6 +27,7 @@ import mlflow
 import numpy as np
 import pyarrow as pa
 from mlflow.entities import LoggedModelOutput
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.store.artifact.utils.models import get_model_name_and_version
@@ -159,6 +160,20 @@ def _saved_folder(local: Path, shown: str) -> Path:
     raise GhistError(f"{shown}: not a ghist_ray model (no {WEIGHTS_FILE} and {CARD_FILE})")
 
 
+def registered_version(model_uri: str, tracking_uri: str) -> ModelVersion | None:
+    """The registry version a ``models:/<name>…`` URI names (by number, alias or
+    ``latest``) as MLflow resolves it; None for any other URI, a logged model's
+    ``models:/<id>`` included. Raises ``MlflowException`` if there is none."""
+    if urllib.parse.urlparse(model_uri).scheme != "models":
+        return None
+    c = tracking.client(tracking_uri)
+    found = get_model_name_and_version(c, model_uri)
+    if len(found) != 2:
+        return None
+    name, number = found
+    return c.get_model_version(name, str(number))  # an alias gives an int
+
+
 def resolve_model(model_uri: str, tracking_uri: str | None) -> ResolvedModel:
     """The saved-model folder of a local folder or of any URI MLflow resolves,
     fetched from ``tracking_uri`` (default :func:`~ghist_ray.tracking.store_uri`);
@@ -170,15 +185,11 @@ def resolve_model(model_uri: str, tracking_uri: str | None) -> ResolvedModel:
             raise GhistError(f"{shown}: no such model folder")
         return ResolvedModel(_saved_folder(Path(model_uri), shown))
     store = tracking.store_uri(tracking_uri)
-    name = number = run_id = None
     try:
+        registered = registered_version(model_uri, store)
+        # The version just resolved, not the URI again: an alias may move meanwhile.
+        source = f"models:/{registered.name}/{registered.version}" if registered else model_uri
         with use_store(store):
-            if scheme == "models":
-                found = get_model_name_and_version(tracking.client(store), model_uri)
-                if len(found) == 2:  # a registered version, not a logged model id
-                    name, number = found[0], str(found[1])  # an alias's is an int
-                    run_id = tracking.client(store).get_model_version(name, number).run_id
-            source = f"models:/{name}/{number}" if number else model_uri
             target = tempfile.mkdtemp(prefix="ghist_ray-model-")
             local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=target)
     except Exception as exc:  # any store or artefact backend: one line naming both
@@ -187,4 +198,7 @@ def resolve_model(model_uri: str, tracking_uri: str | None) -> ResolvedModel:
             f"{shown}: not found in the MLflow store at {redact(store)} "
             f"({redact_text(reason.splitlines()[0])})"
         ) from None
-    return ResolvedModel(_saved_folder(Path(local), shown), name, number, run_id)
+    folder = _saved_folder(Path(local), shown)
+    if registered is None:
+        return ResolvedModel(folder)
+    return ResolvedModel(folder, registered.name, str(registered.version), registered.run_id)
