@@ -109,23 +109,24 @@ def _store_exists(tracking_uri: str) -> bool:
 
 
 def model_links(model_uri: str, stores: list[str]) -> dict[str, str]:
-    """Tags naming a registered model's version and the run that trained it, looked
-    up in the first of ``stores`` that has it."""
+    """Tags naming the registry version a model URI resolves to (``/3``, ``@alias``,
+    ``/latest``) and the run that trained it, from the first of ``stores`` that has it."""
+    from ghist_ray.mlflow_model import registered_version
+
     tags = {MODEL_TAG: redact(model_uri)}
-    if not model_uri.startswith("models:/"):
-        return tags
-    name, _, version = model_uri.removeprefix("models:/").partition("/")
-    tags[MODEL_NAME_TAG], tags[MODEL_VERSION_TAG] = name, version or "1"
     for store in dict.fromkeys(stores):
         if not _store_exists(store):
             continue
         try:
-            found = tracking.client(store).get_model_version(name, version or "1")
+            found = registered_version(model_uri, store)
         except MlflowException:
             continue
+        if found is None:
+            break
+        tags[MODEL_NAME_TAG], tags[MODEL_VERSION_TAG] = found.name, str(found.version)
         if found.run_id:
             tags[TRAIN_RUN_TAG] = found.run_id
-            break
+        break
     return tags
 
 

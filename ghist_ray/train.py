@@ -479,7 +479,6 @@ def run_train(
             shutil.copytree(Path(d) / MODEL_DIR, model_dir)
         if config.calibrate_tiles:
             _calibrate(model_dir, shards, config.calibrate_tiles, tracking_uri, run_id, progress)
-        tracking.log_artifacts(tracking_uri, run_id, model_dir, MODEL_DIR)
         metrics = {
             k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, int | float)
         }

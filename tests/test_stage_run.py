@@ -15,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from ghist_ray import tracking
 from ghist_ray.config import SpotsConfig
 from ghist_ray.errors import GhistError
+from ghist_ray.mlflow_model import log_model
+from ghist_ray.model import GhistNet, ModelConfig, save_model
 from ghist_ray.stage_run import stage_run
 
 SECRET = "s3://AKIAEXAMPLE:wJalrSECRET@bucket/cohort"
@@ -37,11 +39,12 @@ def _manifest(tmp_path: Path) -> Path:
 
 def test_stage_run_logs_links_and_publishes_marker_last(store: str, tmp_path: Path) -> None:
     trained = tracking.open_run(store, "train", "train-x")
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "w.txt").write_text("w")
-    tracking.log_artifacts(store, trained, tmp_path / "weights", "model")
-    version = tracking.register_model(store, trained, "model", "ghist-x", {})
+    net = GhistNet(ModelConfig(preset="small", gene_names=["EPCAM"], type_names=["T", "B"]))
+    logged = log_model(save_model(net, tmp_path / "model"), trained, store)
+    version = tracking.register_model(store, logged, "ghist-x", {})
     tracking.finish_run(store, trained)
+    client = MlflowClient(store)
+    client.set_registered_model_alias("ghist-x", "champion", version)
     out = tmp_path / "out"
     with stage_run(
         "spots",
@@ -50,7 +53,7 @@ def test_stage_run_logs_links_and_publishes_marker_last(store: str, tmp_path: Pa
         tracking_uri=store,
         params={"source": SECRET},
         manifest=str(_manifest(tmp_path)),
-        model=f"models:/ghist-x/{version}",
+        model="models:/ghist-x@champion",  # linked to the version the alias names
     ) as run:
         (run.dir / "table.csv").write_text("a,b\n1,2\n")
         (run.dir / "per_slide").mkdir()

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -33,7 +34,9 @@ def test_run_is_logged_evaluated_and_registered(training_run) -> None:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, term)]
         assert steps == [0, 1], term
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config", "model", "evaluation"} <= artifacts
+    assert {"train", "evaluation"} <= artifacts  # the stage's files, the evaluation
+    staged = {a.path for a in client.list_artifacts(run.info.run_id, "train")}
+    assert {"train/config", "train/model.json", "train/train.json"} <= staged
     pictures = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert any(p.endswith(".png") for p in pictures)
     assert "eval_nuclei_f1" in run.data.metrics
@@ -52,6 +55,8 @@ def test_run_is_logged_evaluated_and_registered(training_run) -> None:
     card = read_model_card(training_run.model_dir)
     assert version.tags["types"] == ",".join(card["config"]["type_names"])
     assert load_model(training_run.model_dir).config.preset == "small"
+    # The weights live once, in the MLflow model the run logged and the registry names.
+    assert mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").metadata.metadata
 
 
 def _script(body: str) -> list[str]:
