@@ -383,22 +383,59 @@ def survival(
 @user_errors
 def compare(
     models: Annotated[
-        list[str], typer.Argument(help="two or more: models:/<name>/<version>, runs:/<id>, run id")
+        list[str],
+        typer.Argument(
+            help="two or more model URIs (models:/name/3, @alias, runs:/…); first = baseline"
+        ),
     ],
-    tracking_uri: Annotated[str, typer.Option(help="MLflow store with the runs and registry")],
-    out: Annotated[Path | None, typer.Option(help="folder for compare.csv, compare.png")] = None,
-    metric: Annotated[
-        list[str] | None,
-        typer.Option("--metric", help="evaluation metric (repeat); default: the eval_* set"),
+    shards: Annotated[
+        str, typer.Option(help="training shards whose held-out tiles score every model")
+    ],
+    out: Annotated[str, typer.Option(help="folder or s3:// URI for compare.csv/.png/.html")],
+    split: Annotated[
+        str | None, typer.Option(help="shard split (default: test if the shards have it, else val)")
     ] = None,
+    manifest: Annotated[
+        str | None,
+        typer.Option(help="cohort manifest: infer + survival per model (with --clinical)"),
+    ] = None,
+    clinical: Annotated[str | None, typer.Option(help="clinical table of that cohort")] = None,
+    bootstrap: Annotated[int, typer.Option(help="paired bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
+    promote: Annotated[
+        str | None,
+        typer.Option(
+            help="metric whose winner gets the registry alias champion (e.g. type_macro_f1)"
+        ),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Models side by side: evaluation metrics (PCC on SVGs, type F1, …) and survival C-index."""
-    from ghist_ray.cohort.compare import EVAL_METRICS, compare_models
+    """Models vs the first on the same tiles and cohort: paired-bootstrap CIs, winners."""
+    from ghist_ray.cohort.compare import compare_models
 
-    table = compare_models(models, tracking_uri, out, metric or EVAL_METRICS)
-    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if out is not None:
-        _say(f"comparison written to {out / 'compare.csv'} and {out / 'compare.png'}")
+    result = compare_models(
+        models,
+        shards,
+        out,
+        split=split,
+        manifest=manifest,
+        clinical=clinical,
+        config=_config(config, set_),
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        bootstrap_n=bootstrap,
+        seed=seed,
+        promote=promote,
+        progress=_say,
+    )
+    shown = result.table.drop(columns=["better", "unit"])
+    typer.echo(shown.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}"))
+    _say(f"comparison written to {out} (compare.csv, compare.png, compare.html)")
+    if promote is not None:
+        _say(f"{promote}: champion -> {result.winners[promote]}")
 
 
 CellsOpt = Annotated[str, typer.Option(help="inference output root (cells/, state/), or s3://")]

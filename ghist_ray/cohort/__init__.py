@@ -7,13 +7,15 @@ Example::
     from ghist_ray.cohort import compare_models, run_survival
 
     report = run_survival(SurvivalConfig(), "runs/cohort", "clinical.tsv", "runs/survival")
-    compare_models(["models:/ghist/1", "models:/ghist/2"], report.tracking_uri)
+    compare_models(["models:/ghist/1", "models:/ghist/2"], "shards", "runs/compare")
 
 Modules by role: ``features`` (streaming per-slide sums → features),
 ``tables`` (feature tables users bring, per patient or per slide),
 ``clinical`` (table layouts, barcode join), ``survival`` (Cox, CV C-index, KM,
 PH test; tidy tables), ``plots`` (pictures from those tables), ``run`` (the
-``ghist-ray survival`` pipeline), ``compare`` (``ghist-ray compare``).
+``ghist-ray survival`` pipeline), ``compare`` (``ghist-ray compare``, with
+``reuse`` for the stage runs it takes from the store, ``bootstrap`` for the
+paired resampling and ``verdict`` for differences and winners).
 """
 
 from ghist_ray.cohort.clinical import LAYOUTS, ClinicalTable, read_clinical, slide_patients

@@ -1,7 +1,7 @@
 """Cohort pictures, drawn from the tables of :mod:`ghist_ray.cohort.survival` and
-:mod:`ghist_ray.cohort.compare`: Kaplan–Meier curves with numbers at risk, a
-forest plot of hazard ratios, and models side by side. Each writes one PNG and
-returns its path.
+:mod:`ghist_ray.cohort.verdict`: Kaplan–Meier curves with numbers at risk, a
+forest plot of hazard ratios, and the differences between models with their CIs.
+Each writes one PNG and returns its path.
 """
 
 from __future__ import annotations
@@ -73,34 +73,27 @@ def plot_forest(summary: pd.DataFrame, path: str | Path, title: str = "") -> Pat
 
 
 def plot_compare(table: pd.DataFrame, path: str | Path) -> Path:
-    """One panel per metric, one bar per model; C-indices with their CI and 0.5 line."""
-    metrics = [
-        c
-        for c in table.select_dtypes("number").columns
-        if not c.endswith(("_ci_low", "_ci_high")) and table[c].notna().any()
+    """Forest plot of a comparison (:mod:`ghist_ray.cohort.verdict`): one row per
+    model and metric, the difference to the baseline with its 95% CI, coloured by
+    the winner (model green, baseline red, tie grey); rows without a CI are left out."""
+    rows = table[table["ci_low"].notna() & table["ci_high"].notna()].iloc[::-1]
+    baseline = str(table["model"].iloc[0])
+    fig = Figure(figsize=(7.0, 1.4 + 0.32 * max(len(rows), 1)))
+    ax = fig.add_subplot(111)
+    y = np.arange(len(rows))
+    colour = [
+        "tab:green" if w == m else "tab:red" if w == baseline else "0.5"
+        for w, m in zip(rows["winner"], rows["model"], strict=True)
     ]
-    n = max(len(metrics), 1)
-    cols = min(n, 4)
-    rows = -(-n // cols)
-    fig = Figure(figsize=(3.2 * cols, 2.8 * rows))
-    colours = [f"C{k}" for k in range(len(table))]
-    x = np.arange(len(table))
-    for k, metric in enumerate(metrics):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        values = table[metric].to_numpy(float)
-        stem = metric.removesuffix("_mean")
-        low, high = f"{stem}_ci_low", f"{stem}_ci_high"
-        err = None
-        if low in table.columns and high in table.columns:
-            spread = np.vstack([values - table[low], table[high] - values]).astype(float)
-            err = np.nan_to_num(np.abs(spread))
-        ax.bar(x, values, color=colours, yerr=err, capsize=4)
-        if "cindex" in metric:
-            ax.axhline(0.5, color="0.5", linestyle="--", linewidth=1)
-        if metric.endswith("_p"):  # p-values: a log axis, 0.05 marked
-            ax.set_yscale("log")
-            ax.axhline(0.05, color="0.5", linestyle="--", linewidth=1)
-        ax.set_xticks(x, [str(m) for m in table["model"]], rotation=20, ha="right", fontsize=8)
-        ax.set_title(metric, fontsize=9)
+    ax.hlines(y, rows["ci_low"], rows["ci_high"], color=colour)
+    ax.scatter(rows["difference"], y, color=colour, marker="s", zorder=3)
+    ax.axvline(0.0, color="0.6", linestyle="--", linewidth=1)
+    labels = [
+        f"{metric}{' (lower better)' if better == 'lower' else ''} · {model}"
+        for metric, model, better in zip(rows["metric"], rows["model"], rows["better"], strict=True)
+    ]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel(f"difference to {baseline} (95% paired bootstrap CI)")
+    ax.set_title("Model comparison")
     fig.tight_layout()
     return _save(fig, path)

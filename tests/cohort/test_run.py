@@ -1,6 +1,6 @@
 """The survival pipeline end to end: files, the MLflow run and its links, the
-clinical join's bookkeeping and bad inputs, ``ghist-ray survival`` and
-``ghist-ray compare`` on two models."""
+clinical join's bookkeeping and bad inputs, ``ghist-ray survival``
+(``ghist-ray compare``: test_compare.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from typer.testing import CliRunner
 
 from ghist_ray import tracking
 from ghist_ray.cli import app
-from ghist_ray.cohort import SurvivalReport, compare_models, run_survival
+from ghist_ray.cohort import SurvivalReport
 from ghist_ray.cohort.clinical import read_clinical
-from ghist_ray.cohort.compare import EVAL_METRICS
 from ghist_ray.cohort.features import cohort_stats
 from ghist_ray.cohort.run import join_cohort
 from ghist_ray.config import SurvivalConfig
@@ -24,8 +23,8 @@ from ghist_ray.errors import GhistError
 from ghist_ray.inference.postprocess import CellsMeta
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.synth.layout import TYPE_NAMES
-from tests.cohort.cells import SynthCells, degrade, write_slide
-from tests.cohort.conftest import EVAL, PLANTED, Store
+from tests.cohort.cells import SynthCells, write_slide
+from tests.cohort.conftest import PLANTED, Store
 
 FILES = [
     "features_slides.parquet",
@@ -223,75 +222,3 @@ def test_cli_survival_and_its_bad_inputs(synth_cells: SynthCells, tmp_path: Path
         assert result.exit_code == 2, result.output
         last = result.output.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last
-
-
-@pytest.fixture(scope="module")
-def worse(
-    synth_cells: SynthCells, store: Store, tmp_path_factory: pytest.TempPathFactory
-) -> SurvivalReport:
-    """The same analysis of the output of a worse model (models:/ghist/2)."""
-    root = tmp_path_factory.mktemp("worse")
-    cells = degrade(synth_cells, root / "cells", 0.6, 3, store.run_info("worse"))
-    config = SurvivalConfig(
-        features=PLANTED,
-        covariates=["age", "stage"],
-        repeats=2,
-        bootstrap=200,
-        shuffled_control=False,
-    )
-    return run_survival(
-        config,
-        str(cells),
-        str(synth_cells.clinical),
-        str(root / "out"),
-        store.uri,
-        progress=_quiet,
-    )
-
-
-def test_compare_two_models_side_by_side(
-    planted: SurvivalReport, worse: SurvivalReport, store: Store, tmp_path: Path
-) -> None:
-    table = compare_models(["models:/ghist/1", "ghist/2"], store.uri, tmp_path)
-    assert table["model"].tolist() == ["ghist/1", "ghist/2"]
-    by = table.set_index("model")
-    for metric in EVAL_METRICS:
-        assert by.loc["ghist/1", metric] == pytest.approx(EVAL["good"][metric])
-        assert by.loc["ghist/2", metric] == pytest.approx(EVAL["worse"][metric])
-    assert by.loc["ghist/1", "cindex_cv_mean"] == pytest.approx(planted.metrics["cindex_cv_mean"])
-    assert by.loc["ghist/2", "cindex_cv_mean"] == pytest.approx(worse.metrics["cindex_cv_mean"])
-    assert by.loc["ghist/1", "cindex_cv_mean"] > by.loc["ghist/2", "cindex_cv_mean"]
-    assert by.loc["ghist/1", "survival_run_id"] == planted.run_id
-    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
-    assert pd.read_csv(tmp_path / "compare.csv").shape[0] == 2
-    # Runs work as well: a training run id and a survival run.
-    runs = compare_models([store.train_runs["good"], f"runs:/{worse.run_id}"], store.uri)
-    assert runs["survival_run_id"].tolist() == [planted.run_id, worse.run_id]
-    assert runs["eval_type_macro_f1"].tolist() == [0.83, 0.49]
-
-
-def test_compare_metric_names_are_the_evaluation_names() -> None:
-    """Every default metric is one ``ghist_ray.train`` logs: "eval_" + evaluate's keys."""
-    from tests.evaluate.test_evaluate import METRIC_KEYS
-
-    assert {m.removeprefix("eval_") for m in EVAL_METRICS} <= METRIC_KEYS
-
-
-def test_cli_compare(planted: SurvivalReport, worse: SurvivalReport, store: Store, tmp_path: Path):
-    result = _invoke(
-        "compare", "models:/ghist/1", "models:/ghist/2", "--tracking-uri", store.uri,
-        "--out", str(tmp_path), "--metric", "eval_pcc_median_svg20",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "ghist/1" in result.output and "eval_pcc_median_svg20" in result.output
-    assert "cindex_cv_mean" in result.output
-    assert (tmp_path / "compare.png").exists()
-    for models, message in [
-        (["models:/ghist/1"], "two or more models"),
-        (["models:/ghist/1", "models:/ghist/9"], "models:/ghist/9: not in the registry"),
-        (["models:/ghist/1", "0" * 32], f"{'0' * 32}: no such run"),
-    ]:
-        result = _invoke("compare", *models, "--tracking-uri", store.uri)
-        assert result.exit_code == 2, result.output
-        lines = result.output.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0]
