@@ -10,8 +10,8 @@ logs) and still has the files compare reads. The newest match wins.
 "The same model" is the registry name and version for ``models:/`` URIs (an
 alias or ``latest`` is first resolved to its version, so a moved alias is not
 mistaken for the model it named before), and the URI itself for ``runs:/`` and
-logged-model URIs, whose files never change. A local folder is never matched:
-its files may have changed since.
+logged-model URIs, whose files never change. A local folder or another
+artefact URI is never matched: its files may have changed since.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from mlflow.store.artifact.utils.models import get_model_name_and_version
 from pydantic import BaseModel
 
 from ghist_ray import tracking
 from ghist_ray.errors import GhistError
-from ghist_ray.mlflow_model import resolve_model
+from ghist_ray.mlflow_model import registered_version, resolve_model
 from ghist_ray.slides.redact import redact, redact_text
 from ghist_ray.stage_run import MODEL_NAME_TAG, MODEL_TAG, MODEL_VERSION_TAG, STAGE_TAG, flat
 
@@ -47,36 +46,29 @@ class ModelRef:
     version: str | None = None
 
 
-def _not_found(uri: str, store: str, exc: Exception) -> GhistError:
-    reason = exc.message if isinstance(exc, MlflowException) else str(exc)
-    return GhistError(
-        f"{redact(uri)}: not found in the MLflow store at {redact(store)} "
-        f"({redact_text(reason.splitlines()[0])})"
-    )
-
-
 def identify(uri: str, store: str) -> ModelRef:
     """The model ``uri`` names; a registry alias or ``latest`` resolved to its
     version. One line (GhistError) for a model that is not there."""
-    if urllib.parse.urlparse(uri).scheme == "models":
-        c = tracking.client(store)
-        try:
-            found = get_model_name_and_version(c, uri)
-            if len(found) == 1:  # a logged model's id
-                c.get_logged_model(found[0])
-                return ModelRef(uri, found[0], uri, {MODEL_TAG: redact(uri)})
-            name, version = found[0], str(found[1])
-            c.get_model_version(name, version)
-        except MlflowException as exc:
-            raise _not_found(uri, store, exc) from None
+    try:
+        found = registered_version(uri, store)
+    except MlflowException as exc:
+        raise GhistError(
+            f"{redact(uri)}: not found in the MLflow store at {redact(store)} "
+            f"({redact_text(exc.message.splitlines()[0])})"
+        ) from None
+    if found is not None:
+        name, version = str(found.name), str(found.version)
         tags = {MODEL_NAME_TAG: name, MODEL_VERSION_TAG: version}
         return ModelRef(uri, f"{name}/{version}", f"models:/{name}/{version}", tags, name, version)
-    resolve_model(uri, store)  # a bad folder or run is one line here, not a failed stage
-    if Path(uri).is_dir():
+    resolve_model(uri, store)  # a bad folder, run or logged model is one line here
+    scheme = urllib.parse.urlparse(uri).scheme
+    if not scheme:
         return ModelRef(uri, Path(uri).resolve().name, uri, None)
-    if uri.startswith("runs:/"):
+    if scheme == "runs":
         run_id, _, path = uri.removeprefix("runs:/").partition("/")
         return ModelRef(uri, f"{run_id[:8]}/{path}", uri, {MODEL_TAG: redact(uri)})
+    if scheme == "models":  # a logged model's id
+        return ModelRef(uri, uri.removeprefix("models:/"), uri, {MODEL_TAG: redact(uri)})
     return ModelRef(uri, redact(uri), uri, None)
 
 

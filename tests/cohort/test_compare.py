@@ -26,11 +26,16 @@ from ghist_ray import tracking
 from ghist_ray.cli import app
 from ghist_ray.cohort import bootstrap, compare_models
 from ghist_ray.cohort.compare import Comparison
+from ghist_ray.cohort.run import run_survival
+from ghist_ray.config import InferConfig, PipelineConfig, SurvivalConfig
 from ghist_ray.errors import GhistError
+from ghist_ray.inference.state import RunLayout
 from ghist_ray.mlflow_model import log_model
 from ghist_ray.model import GhistNet, ModelConfig, save_model
 from ghist_ray.shards import ShardMeta, split_dataset
-from ghist_ray.stage_run import MODEL_VERSION_TAG, STAGE_TAG
+from ghist_ray.stage_run import MODEL_VERSION_TAG, STAGE_TAG, stage_run
+from tests.cohort.cells import SynthCells, build_synth_cells, degrade
+from tests.cohort.conftest import PLANTED
 
 NAME = "ghist-cmp"
 BOOT, SEED = 300, 5
@@ -316,3 +321,90 @@ def test_compare_cindex_bootstrap_by_patient_prefers_the_informative_risk() -> N
         bootstrap.harrell_c(time, event, risk), bootstrap.harrell_c(time, event, risk), n, 200, 1
     )
     assert same.difference == 0 and same.low == 0 == same.high
+
+
+def _infer_run(registry: Registry, version: int, cohort: SynthCells, cells: Path) -> str:
+    """An inference run as ``run_infer`` logs one (the same ``stage_run`` call, the
+    cells' output and throughput), without Ray inference of the cohort's slides."""
+    with stage_run(
+        "infer",
+        InferConfig(),
+        tracking_uri=registry.uri,
+        model=f"models:/{NAME}/{version}",
+        manifest=str(cohort.manifest),
+        params={"model": f"models:/{NAME}/{version}"},
+    ) as run:
+        run.log_output("cells", str(cells))
+        run.metrics["tiles_per_s"] = 10.0 * version
+    return run.run_id
+
+
+def test_compare_on_a_cohort_reuses_inference_and_survival_runs(
+    registry: Registry, compared: Comparison, tmp_path: Path
+) -> None:
+    """Each model's inference and survival runs on the cohort are found by model
+    version, manifest digest, settings and clinical table; the C-index difference
+    pairs the two analysis tables by patient. Another clinical table is another
+    analysis: survival runs again on the same cells, inference does not."""
+    config = PipelineConfig(survival=SurvivalConfig(features=PLANTED, repeats=1, bootstrap=50))
+    good = build_synth_cells(tmp_path / "good", 48, 256.0, 3)
+    degraded = tmp_path / "worse" / "cells"
+    infer = [_infer_run(registry, k, good, c) for k, c in ((1, good.cells), (2, degraded))]
+    info = [{"mlflow_run_id": run_id, "tracking_uri": registry.uri} for run_id in infer]
+    layout = RunLayout(str(good.cells))
+    layout.write_json(layout.path("state", "run.json"), info[0])
+    degrade(good, degraded, 0.6, 3, info[1])
+    tables = []
+    for cells in (good.cells, degraded):
+        report = run_survival(
+            config.survival,
+            str(cells),
+            str(good.clinical),
+            str(cells.parent / "survival"),
+            registry.uri,
+            manifest_uri=str(good.manifest),
+            progress=lambda _: None,
+        )
+        tables.append(pd.read_csv(Path(report.out) / "analysis_table.csv"))
+    before = {s: len(_stage_runs(registry.uri, s)) for s in ("infer", "survival")}
+    models = [f"models:/{NAME}/1", f"models:/{NAME}/2"]
+    result = compare_models(
+        models,
+        str(registry.shards),
+        str(tmp_path / "out"),
+        manifest=str(good.manifest),
+        clinical=str(good.clinical),
+        config=config,
+        tracking_uri=registry.uri,
+        bootstrap_n=200,
+        progress=lambda _: None,
+    )
+    assert {s: len(_stage_runs(registry.uri, s)) for s in before} == before
+    marker = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert [m["reused"] for m in marker["models"]] == [["evaluate", "infer", "survival"]] * 2
+    rows = result.table.set_index(["model", "metric"])
+    both = tables[0].merge(tables[1][["patient_id", "risk"]], on="patient_id")
+    for k, column in ((1, "risk_x"), (2, "risk_y")):
+        by_hand = concordance_index(both["time"], -both[column], both["event"])
+        assert rows.loc[(f"{NAME}/{k}", "cindex_heldout"), "value"] == pytest.approx(by_hand)
+    cindex = rows.loc[(f"{NAME}/2", "cindex_heldout")]
+    assert cindex["n"] == len(both) and cindex["unit"] == "patients"
+    assert cindex["ci_low"] < cindex["difference"] < cindex["ci_high"]
+    speed = rows.loc[(f"{NAME}/2", "tiles_per_s")]
+    assert (speed["value"], speed["baseline"], speed["winner"]) == (20.0, 10.0, "")
+    # Another clinical table: new survival runs on the cells already there.
+    other = tmp_path / "clinical-copy.csv"
+    other.write_bytes(good.clinical.read_bytes())
+    compare_models(
+        models,
+        str(registry.shards),
+        str(tmp_path / "out2"),
+        manifest=str(good.manifest),
+        clinical=str(other),
+        config=config,
+        tracking_uri=registry.uri,
+        bootstrap_n=50,
+        progress=lambda _: None,
+    )
+    after = {s: len(_stage_runs(registry.uri, s)) for s in before}
+    assert after == {"infer": before["infer"], "survival": before["survival"] + 2}
