@@ -37,6 +37,13 @@ TrackingOpt = Annotated[
     str | None,
     typer.Option(help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"),
 ]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        help="model folder or MLflow URI: models:/<name>/<n>, models:/<name>@<alias>, "
+        "models:/<name>/latest, runs:/<run>/model"
+    ),
+]
 ExperimentOpt = Annotated[
     str | None, typer.Option(help="MLflow experiment (default: the stage's name)")
 ]
@@ -229,7 +236,7 @@ def train(
 @app.command()
 @user_errors
 def evaluate(
-    model: Annotated[str, typer.Option(help="model directory or models:/<name>/<version>")],
+    model: ModelOpt,
     shards: Annotated[str, typer.Option(help="shard folder with the held-out split")],
     out: Annotated[str, typer.Option(help="folder or s3:// URI for metrics, tables, pictures")],
     split: Annotated[str, typer.Option(help="which split to evaluate")] = "val",
@@ -270,7 +277,7 @@ def calibrate(
 @app.command()
 @user_errors
 def infer(
-    model: Annotated[str, typer.Option(help="model directory or models:/<name>/<version>")],
+    model: ModelOpt,
     out: Annotated[str, typer.Option(help="output root (local or s3://); re-running resumes")],
     manifest: Annotated[
         str | None, typer.Option(help="cohort manifest (Parquet/CSV, local or s3://)")
