@@ -34,7 +34,10 @@ _CONTAINER_SCHEMES = frozenset({"abfs", "abfss", "az", "adl", "wasb", "wasbs"})
 _USERINFO = re.compile(r"[^:/@\s]*(?::[^@\s]*)?@")
 _URL = r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]*"
 _BARE_USERINFO = r"[^\s/'\"@:]+:[^\s'\"@]+@"  # key:secret@bucket, schemeless
-_IN_TEXT = re.compile(rf"(?P<url>{_URL})|{_BARE_USERINFO}")
+# MLflow's model URIs name a registry alias after "@" (``models:/ghist@champion``):
+# no credential there, and the bare-userinfo rule must not eat the name.
+_MODEL_URI = r"\b(?:models|runs):/[^\s'\"<>`]*"
+_IN_TEXT = re.compile(rf"(?P<url>{_URL})|(?P<model>{_MODEL_URI})|{_BARE_USERINFO}")
 
 
 def _port_is_number(netloc: str) -> bool:
@@ -71,7 +74,9 @@ def redact(uri: str) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every URI in it redacted and schemeless ``key:secret@`` removed."""
-    return _IN_TEXT.sub(lambda m: redact(m["url"]) if m["url"] else "", text)
+    return _IN_TEXT.sub(
+        lambda m: redact(m["url"]) if m["url"] else (m["model"] or ""), text
+    )
 
 
 def scrub(text: str) -> str:

@@ -95,3 +95,9 @@ def test_redact_text_every_uri_and_bare_keys() -> None:
         "at 12:00 nothing else changes"
     )
     assert scrub("") == ""
+
+
+def test_redact_text_keeps_model_aliases_and_still_removes_bare_secrets() -> None:
+    # "models:/ghist@champion" names a registry alias, not a user "models" with a password.
+    text = "models:/ghist@champion: not found; key:secret@bucket/a runs:/abc/model"
+    assert redact_text(text) == "models:/ghist@champion: not found; bucket/a runs:/abc/model"
