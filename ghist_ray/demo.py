@@ -1,11 +1,12 @@
 """The whole mission on embedded defaults, one stage after another.
 
-synthetic cohort → training shards → Ray Train fit (evaluated, registered) →
-Ray Data inference over every slide → survival on the predicted cells → a
-one-page ``summary.html``. Each stage's output lives under the config's ``out``
-root and every stage logs to one MLflow store there; a stage whose output is
-already complete is reused, so re-running the demo resumes rather than starts
-over.
+synthetic cohort → training shards → two Ray Train fits (the demo's, and one a
+quarter as long), each registered → both compared on the same held-out tiles,
+the winner promoted to ``@champion`` → Ray Data inference over every slide with
+``models:/<name>@champion`` → survival on the predicted cells → a one-page
+``summary.html``. Each stage's output lives under the config's ``out`` root and
+every stage logs to one MLflow store there; a stage whose output is already
+complete is reused, so re-running the demo resumes rather than starts over.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ghist_ray.slides.redact import redact
 from ghist_ray.synth import MARKER, generate_cohort
 
 Progress = Callable[[str], None]
+# The comparison's metrics that may promote a model, in order: types, nuclei, genes.
+PROMOTE_BY = ("type_macro_f1", "nuclei_f1", "pcc_median_all")
 
 
 def stage_uri(config: PipelineConfig, stage: str) -> str:
@@ -51,7 +54,7 @@ def ensure_cohort(config: PipelineConfig, progress: Progress) -> dict:
     return generate_cohort(config.synth, target, overwrite=True, progress=progress)
 
 
-def ensure_shards(config: PipelineConfig, progress: Progress) -> ShardMeta:
+def ensure_shards(config: PipelineConfig, tracking_uri: str, progress: Progress) -> ShardMeta:
     from ghist_ray.prepare import run_prepare
 
     target = stage_uri(config, "shards")
@@ -66,43 +69,95 @@ def ensure_shards(config: PipelineConfig, progress: Progress) -> ShardMeta:
         target,
         overwrite=True,
         progress=progress,
+        tracking_uri=tracking_uri,
     )
 
 
-def ensure_model(config: PipelineConfig, tracking_uri: str, progress: Progress) -> tuple[Path, str]:
+def ensure_model(
+    config: PipelineConfig, tracking_uri: str, progress: Progress, short: bool = False
+) -> tuple[Path, str]:
     """Train (resuming an interrupted run) unless the run already produced its model;
-    the model folder and the registry URI of the model."""
+    the model folder and the registry URI of the version it registered. ``short``:
+    the comparison's second model, a quarter of the demo's steps."""
     from ghist_ray.train import MODEL_DIR, run_train
 
-    target = stage_uri(config, "train")
-    evaluation = Path(stage_uri(config, "evaluate"))
-    registered = _registered(config, tracking_uri)
+    train = config.train.model_copy(update={"tracking_uri": tracking_uri})
+    if short:
+        steps = max(1, train.max_steps_per_epoch // 4) if train.max_steps_per_epoch else 2
+        train = train.model_copy(
+            update={"name": f"{train.name}-short", "epochs": 1, "max_steps_per_epoch": steps}
+        )
+    target = stage_uri(config, "train-short" if short else "train")
+    registered = _registered(train.register_as, train.name, tracking_uri)
     if _exists(target, f"{MODEL_DIR}/model_card.json") and registered:
         progress(f"train: reusing the model at {uri.join(target, MODEL_DIR)} ({registered})")
         return Path(uri.join(target, MODEL_DIR)), registered
-    train = config.train.model_copy(update={"tracking_uri": tracking_uri})
     if train.reference is None:
         reference = uri.join(stage_uri(config, "cohort"), "reference", "profiles.csv")
         train = train.model_copy(update={"reference": reference})
+    evaluation = Path(stage_uri(config, "evaluate-short" if short else "evaluate"))
     result = run_train(
         train, stage_uri(config, "shards"), target, progress=progress, eval_dir=evaluation
     )
     return result.model_dir, f"models:/{train.register_as}/{result.model_version}"
 
 
-def _registered(config: PipelineConfig, tracking_uri: str) -> str | None:
-    """The newest registered version of the demo's model, if any."""
+def _registered(name: str | None, run_name: str, tracking_uri: str) -> str | None:
+    """The newest registered version of ``name`` trained by the run named ``run_name``."""
     from mlflow.exceptions import MlflowException
 
-    name = config.train.register_as
     if not name:
         raise GhistError("the demo needs train.register_as (it infers with the registry model)")
+    c = tracking.client(tracking_uri)
     try:
-        versions = tracking.client(tracking_uri).search_model_versions(f"name='{name}'")
+        versions = c.search_model_versions(f"name='{name}'")
     except MlflowException:
         return None
-    newest = max((int(v.version) for v in versions), default=0)
-    return f"models:/{name}/{newest}" if newest else None
+    mine = [
+        int(v.version)
+        for v in versions
+        if v.run_id and c.get_run(v.run_id).data.tags.get(tracking.NAME_TAG) == run_name
+    ]
+    return f"models:/{name}/{max(mine)}" if mine else None
+
+
+def ensure_champion(
+    config: PipelineConfig, models: list[str], tracking_uri: str, progress: Progress
+) -> str:
+    """Compare the models on the held-out tiles (reusing their evaluations), promote the
+    winner of the first decided metric of ``PROMOTE_BY`` to ``@champion`` (the first
+    model if every one ties); the champion's URI."""
+    from ghist_ray.cohort.compare import ALIAS, compare_models, promote_winner
+
+    out = stage_uri(config, "compare")
+    name = str(config.train.register_as)
+    if _exists(out, "compare.json") and _has_alias(name, tracking_uri):
+        progress(f"compare: reusing the comparison at {out}")
+        return f"models:/{name}@{ALIAS}"
+    found = compare_models(
+        models,
+        stage_uri(config, "shards"),
+        out,
+        split="val",
+        config=config,
+        tracking_uri=tracking_uri,
+        progress=progress,
+    )
+    decided = next((m for m in PROMOTE_BY if found.winners.get(m)), None)
+    if decided is not None:
+        winner = promote_winner(found, decided)
+        progress(f"compare: {winner.label} wins {decided}; it is {ALIAS}")
+    else:
+        version = models[0].rsplit("/", 1)[1]
+        tracking.client(tracking_uri).set_registered_model_alias(name, ALIAS, version)
+        progress(f"compare: no metric of {list(PROMOTE_BY)} decided; {models[0]} is {ALIAS}")
+    return f"models:/{name}@{ALIAS}"
+
+
+def _has_alias(name: str, tracking_uri: str) -> bool:
+    from ghist_ray.cohort.compare import ALIAS
+
+    return ALIAS in tracking.client(tracking_uri).get_registered_model(name).aliases
 
 
 def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
@@ -110,6 +165,7 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
     from ghist_ray.cohort import run_survival
     from ghist_ray.cohort.run import MARKER as SURVIVAL_MARKER
     from ghist_ray.infer import run_infer
+    from ghist_ray.mlflow_model import registered_version
     from ghist_ray.summary import SummaryInputs, write_summary
 
     if uri.is_remote(config.out):
@@ -127,8 +183,10 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
     )
     cohort = stage_uri(config, "cohort")
     manifest = uri.join(cohort, "manifest.parquet")
-    ensure_shards(config, progress)
-    _, model_uri = ensure_model(config, tracking_uri, progress)
+    ensure_shards(config, tracking_uri, progress)
+    _, long_uri = ensure_model(config, tracking_uri, progress)
+    _, short_uri = ensure_model(config, tracking_uri, progress, short=True)
+    model_uri = ensure_champion(config, [long_uri, short_uri], tracking_uri, progress)
     infer_out = stage_uri(config, "infer")
     inferred = run_infer(config.infer, manifest, model_uri, infer_out, tracking_uri, progress)
     survival_out = stage_uri(config, "survival")
@@ -144,9 +202,7 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
             manifest_uri=manifest,
             progress=progress,
         )
-    train_run = tracking.client(tracking_uri).get_model_version(
-        *model_uri.removeprefix("models:/").split("/")
-    )
+    champion = registered_version(model_uri, tracking_uri)
     page = write_summary(
         SummaryInputs(
             root=Path(config.out).absolute(),
@@ -154,7 +210,8 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
             infer=Path(infer_out),
             survival=Path(survival_out),
             tracking_uri=tracking_uri,
-            train_run_id=train_run.run_id,
+            train_run_id=champion.run_id,
+            compare=Path(stage_uri(config, "compare")),
         )
     )
     progress(f"demo: summary at {page}")

@@ -39,6 +39,7 @@ class SummaryInputs:
     survival: Path  # a survival output folder
     tracking_uri: str
     train_run_id: str
+    compare: Path | None = None  # a compare output folder (compare.csv, .png, .json)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -115,6 +116,32 @@ def _inference(inputs: SummaryInputs) -> str:
     )
 
 
+def _comparison(inputs: SummaryInputs) -> str:
+    """Which model won what, with the forest plot of the differences."""
+    if inputs.compare is None or not (inputs.compare / "compare.json").exists():
+        return ""
+    report = json.loads((inputs.compare / "compare.json").read_text())
+    table = pd.read_csv(inputs.compare / "compare.csv")
+    shown = table.dropna(subset=["difference"])[
+        ["model", "metric", "value", "baseline", "difference", "ci_low", "ci_high", "winner"]
+    ]
+    models = ", ".join(f"{m['label']} ({m['uri']})" for m in report.get("models", []))
+    winners = report.get("winners", {}).items()
+    promoted = [f"{metric}: {label}" for metric, label in winners if label]
+    rows = [("models (first = baseline)", models), ("decided", "; ".join(promoted) or "ties")]
+    picture = _figure(
+        inputs.compare / "compare.png", inputs.root, "differences to the baseline, 95% CI"
+    )
+    listing = shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0)
+    page = _rel(inputs.compare / "compare.html", inputs.root)
+    return (
+        f"<h2>Model comparison</h2>{_table(rows)}{picture}{listing}"
+        f'<p>Paired bootstrap over genes, cells, tiles: <a href="{html.escape(page)}">'
+        "compare.html</a>. The winner of the first decided metric is the registry's "
+        "<code>@champion</code>, the model inference used.</p>"
+    )
+
+
 def _survival(inputs: SummaryInputs) -> str:
     metrics = json.loads((inputs.survival / "metrics.json").read_text())
     cox = pd.read_csv(inputs.survival / "cox_summary.csv")
@@ -151,7 +178,9 @@ def write_summary(inputs: SummaryInputs, title: str = "ghist_ray demo") -> Path:
         f" (training run <code>{html.escape(inputs.train_run_id)}</code>). Open it with "
         f"<code>mlflow ui --backend-store-uri sqlite:///{html.escape(db)}</code>.</p>"
     )
-    body = _evaluation(inputs) + _inference(inputs) + _survival(inputs) + mlflow
+    body = (
+        _evaluation(inputs) + _comparison(inputs) + _inference(inputs) + _survival(inputs) + mlflow
+    )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"

@@ -36,7 +36,10 @@ TINY = [
 
 
 def tiny_config(out: Path) -> PipelineConfig:
-    return load_config(REPO / "configs" / "demo.yaml", [f"out={out}", *TINY])
+    # The demo's own store under its out, as `make demo` has it (the session's
+    # MLFLOW_TRACKING_URI would otherwise take every stage of the demo).
+    store = f"train.tracking_uri=sqlite:///{out / 'mlflow.db'}"
+    return load_config(REPO / "configs" / "demo.yaml", [f"out={out}", store, *TINY])
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,17 @@ summary page that renders with all its pictures in headless Chromium."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import sync_playwright
 
 from ghist_ray.config import PipelineConfig
 from ghist_ray.inference.state import RunLayout
+from ghist_ray.mlflow_model import use_store
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it
 CHROMIUM_ARGS = [
@@ -35,12 +38,25 @@ def test_every_stage_ran_and_is_linked_in_mlflow(demo_run: tuple[PipelineConfig,
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments)
-    by_stage = {r.data.tags.get("ghist_ray.stage", "train"): r for r in runs}
-    assert set(by_stage) == {"train", "infer", "survival"}
-    survival = by_stage["survival"].data.tags
-    assert survival["ghist_ray.inference_run_id"] == by_stage["infer"].info.run_id
-    assert survival["ghist_ray.train_run_id"] == by_stage["train"].info.run_id
-    assert by_stage["infer"].data.tags["ghist_ray.model"] == "models:/ghist-demo/1"
+    stages: dict[str, list] = {}
+    for r in runs:
+        stages.setdefault(r.data.tags.get("ghist_ray.stage"), []).append(r)
+    assert {"prepare", "train", "evaluate", "compare", "infer", "survival"} <= set(stages)
+    assert len(stages["train"]) == 2  # the demo fit and the shorter one
+    champion = client.get_model_version_by_alias("ghist-demo", "champion")
+    assert json.loads((out / "compare" / "compare.json").read_text())["models"]
+    (infer,) = stages["infer"]
+    assert infer.data.tags["ghist_ray.model"] == "models:/ghist-demo@champion"
+    assert infer.data.tags["ghist_ray.model_version"] == str(champion.version)  # the alias
+    (survival,) = [r.data.tags for r in stages["survival"]]
+    assert survival["ghist_ray.inference_run_id"] == infer.info.run_id
+    assert survival["ghist_ray.train_run_id"] == champion.run_id
+    (compare,) = stages["compare"]
+    assert compare.data.tags["ghist_ray.compare.model_0"] == "models:/ghist-demo/1"
+    # The registered model is an MLflow model with its signature.
+    with use_store(f"sqlite:///{out / 'mlflow.db'}"):
+        loaded = mlflow.pyfunc.load_model(f"models:/ghist-demo/{champion.version}")
+    assert loaded.metadata.signature is not None
     assert any("mlflow ui --backend-store-uri" in line for line in lines)
 
 
@@ -51,7 +67,7 @@ def test_rerun_reuses_every_stage(demo_run: tuple[PipelineConfig, list]) -> None
     lines: list[str] = []
     run_demo(config, progress=lines.append)
     text = "\n".join(lines)
-    for stage in ("synth", "prepare", "train", "survival"):
+    for stage in ("synth", "prepare", "train", "compare", "survival"):
         assert f"{stage}: reusing" in text, stage
     assert f"{config.synth.n_slides} already done, 0 to do" in text
 
@@ -77,8 +93,10 @@ def test_summary_page_renders_with_all_pictures(
     for needed in ("evaluate/gene_maps.png", "survival/km.png", "survival/forest.png"):
         assert needed in sources
     assert sum(s.endswith("/qc.png") for s in sources) == demo_run[0].synth.n_slides
-    assert headings[:3] == [
+    assert "compare/compare.png" in sources
+    assert headings[:4] == [
         "Model on held-out Xenium",
+        "Model comparison",
         "Cohort inference",
         "Survival on predicted cells",
     ]
