@@ -74,9 +74,7 @@ def redact(uri: str) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every URI in it redacted and schemeless ``key:secret@`` removed."""
-    return _IN_TEXT.sub(
-        lambda m: redact(m["url"]) if m["url"] else (m["model"] or ""), text
-    )
+    return _IN_TEXT.sub(lambda m: redact(m["url"]) if m["url"] else (m["model"] or ""), text)
 
 
 def scrub(text: str) -> str:
