@@ -110,9 +110,11 @@ def test_wrong_magic_png_and_broken_jpeg_tile_in_one_run(
     assert layout.done_slides() == {GOOD[0], "broken-tile"}
     failures = layout.failures().set_index("slide_id")
     assert set(failures.index) == {"wrong-magic", "png-as-svs"}
-    for sid in failures.index:
-        assert failures.loc[sid, "stage"] == "open"
-        assert "cannot open slide: not a format OpenSlide reads" in failures.loc[sid, "error"]
+    assert (failures["stage"] == "open").all()
+    magic, png = failures.loc["wrong-magic", "error"], failures.loc["png-as-svs", "error"]
+    assert "cannot open slide: not a format any slide backend reads" in magic
+    # Read by content, the .svs is a PNG: it opens, and has no µm/px of its own.
+    assert "png-as.svs: no microns-per-pixel in the slide metadata" in png
     assert not Path(layout.path("cells", "slide_id=wrong-magic")).exists()
 
     # The good slide is untouched by its broken neighbours.

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ghist_ray import tracking
 from ghist_ray.config import TrainConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.model import load_model, read_model_card
@@ -229,3 +230,12 @@ def test_calibrate_command_writes_the_best_thresholds(
         app, ["calibrate", "--model", str(model), "--shards", str(small_shards), "--split", "x"]
     )
     assert missing.exit_code != 0 and "no split=x shards" in missing.output
+    # Both attempts are runs of the calibrate experiment: the F1s and grid, the failure.
+    client = MlflowClient(tracking.store_uri())
+    experiment = client.get_experiment_by_name("calibrate").experiment_id
+    failed, fitted = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[:2]
+    assert fitted.data.metrics["f1"] == found.f1 and fitted.info.status == "FINISHED"
+    assert fitted.data.params["output.model"] == str(model)
+    grid = {a.path for a in client.list_artifacts(fitted.info.run_id, "calibrate")}
+    assert "calibrate/nuclei_grid.csv" in grid
+    assert failed.info.status == "FAILED" and "split=x" in failed.data.tags["ghist_ray.error"]

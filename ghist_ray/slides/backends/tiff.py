@@ -99,6 +99,20 @@ def _resolution_mpp(tif: tifffile.TiffFile) -> MetadataMpp | None:
     return unit_um * x_den / x_num, unit_um * y_den / y_num, source
 
 
+def _truncated(tif: tifffile.TiffFile) -> str | None:
+    """Why the file cannot hold its own pixels (cut short in a copy or download), or None."""
+    size = tif.filehandle.size
+    for level in tif.series[0].levels:
+        for page in level.pages:
+            counts = getattr(page, "databytecounts", None)
+            if not counts:
+                continue
+            end = max(o + c for o, c in zip(page.dataoffsets, counts, strict=True))
+            if end > size:
+                return f"truncated: its pixel data runs to byte {end:,} of a {size:,}-byte file"
+    return None
+
+
 def _pyramid_kind(subifd_levels: int, levels: int) -> str:
     if subifd_levels > 1:
         return "subifds"
@@ -129,6 +143,9 @@ class TiffBackend:
         self._handles: list[tifffile.TiffFile] = []
         self._handles_lock = threading.Lock()
         tif, levels = self._levels()
+        if cut := _truncated(tif):
+            self.close()
+            raise BackendError(cut)
         first = tif.series[0]
         colour = "S" if "S" in first.axes else ("C" if "C" in first.axes else "")
         if "X" not in first.axes or "Y" not in first.axes:
