@@ -143,4 +143,3 @@ def test_run_is_logged_to_mlflow(reference_run: ReferenceRun) -> None:
     assert run.data.tags["ghist_ray.error"] == "3 of 5 slides failed"
     (manifest,) = run.inputs.dataset_inputs  # the cohort manifest, with its digest
     assert manifest.dataset.name == "manifest" and manifest.dataset.digest
-    assert run.info.status == "FAILED"  # some slides failed: the run says so
