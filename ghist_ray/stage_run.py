@@ -63,12 +63,6 @@ class StageRun:
     report: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set by a stage that completes but did not succeed
 
-    def link(self, tags: Mapping[str, str]) -> None:
-        """Tag the run with links learnt while it runs (e.g. the model it resolved)."""
-        c = tracking.client(self.tracking_uri)
-        for key, value in tags.items():
-            c.set_tag(self.run_id, key, redact_text(str(value)))
-
     def log_output(self, name: str, uri: str) -> None:
         """An output that stays where the stage wrote it, logged as its URI."""
         tracking.log_params(self.tracking_uri, self.run_id, {f"output.{name}": redact(uri)})
@@ -220,7 +214,7 @@ def stage_run(
             "run_id": run_id,
             "tracking_uri": redact(store),
             "metrics": run.metrics,
-            "links": {**tags, **run.report.pop("links", {})},
+            "links": tags,
             **run.report,
         }
         (folder / marker).write_text(json.dumps(report, indent=1, default=str))

@@ -110,12 +110,11 @@ class Slide:
                 f"{self.uri}: cannot read level {level} at ({x0}, {y0}) "
                 f"size {size[0]}×{size[1]}: {exc}"
             ) from exc
-        rgb = Image.fromarray(region)
-        if size != (out_w, out_h):
-            shrink = size[0] >= out_w and size[1] >= out_h
-            filt = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
-            rgb = rgb.resize((out_w, out_h), filt)
-        return np.asarray(rgb)
+        if size == (out_w, out_h):  # read at the level's own resolution: no copy
+            return region
+        shrink = size[0] >= out_w and size[1] >= out_h
+        filt = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+        return np.asarray(Image.fromarray(region).resize((out_w, out_h), filt))
 
     def downsampled(self, downsample: float) -> np.ndarray:
         """The whole slide reduced by ``downsample`` (≥ 1): pixel (i, j) covers level-0
