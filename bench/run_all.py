@@ -145,6 +145,23 @@ def backend_read(r: dict) -> list[Row]:
         )
         for name, rate in rates.items()
         if name != base_name
+    ] + _real_backend_rows(r)
+
+
+def _real_backend_rows(r: dict) -> list[Row]:
+    """The real SVS read by OpenSlide and by tifffile (absent in older results)."""
+    real = r.get("real_tiles_per_s", {})
+    if not real:
+        return []
+    (base_name, base), *others = real.items()
+    return [
+        (
+            f"tile reads, real {name}",
+            f"{_fmt(rate)} tiles/s",
+            f"{base_name} {_fmt(base)}",
+            _ratio(rate, base),
+        )
+        for name, rate in others
     ]
 
 
