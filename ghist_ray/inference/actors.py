@@ -19,7 +19,7 @@ import numpy as np
 import ray
 import torch
 
-from ghist_ray.inference.plan import Tiling, failure_text, source_of
+from ghist_ray.inference.plan import Tiling, failure_text, source_of, stains_of
 from ghist_ray.inference.postprocess import TILE_COLUMNS, per_cell
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import CellPredictions, load_model, predict_patch
@@ -67,7 +67,9 @@ class TileReader:
             row = {k: v[i] for k, v in batch.items()}
             try:
                 slide = self._slide(row)
-                images[i] = self.tiling.read(slide, row["x0"], row["y0"], row["size_l0"])
+                images[i] = self.tiling.read(
+                    slide, row["x0"], row["y0"], row["size_l0"], stains_of(row)
+                )
             except Exception as exc:
                 ok[i] = False
                 _record(self.layout, batch, np.array([i]), "read", failure_text(exc))

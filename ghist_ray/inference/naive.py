@@ -38,7 +38,8 @@ def naive_slide_cells(
     tables = [meta.staging_schema().empty_table()]
     with tiling.open(source) as slide:
         grid, tissue = tiling.grid(slide)
-        rows = tile_rows(source, slide, grid)
+        stains = tiling.slide_stains(slide, grid)
+        rows = tile_rows(source, slide, grid, stains)
         if skip:
             keep = ~np.isin(rows["tile_index"], list(skip))
             rows = {k: v[keep] for k, v in rows.items()}
@@ -46,7 +47,7 @@ def naive_slide_cells(
             tiles = {k: v[start : start + batch_size] for k, v in rows.items()}
             images = np.stack(
                 [
-                    tiling.read(slide, x0, y0, grid.size_l0)
+                    tiling.read(slide, x0, y0, grid.size_l0, stains)
                     for x0, y0 in zip(tiles["x0"], tiles["y0"], strict=True)
                 ]
             )

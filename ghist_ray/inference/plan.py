@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,10 @@ from ghist_ray.errors import GhistError
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import ModelConfig, min_nucleus_px
 from ghist_ray.slides import (
+    DEFAULT_TARGET,
     Slide,
     SlideCache,
+    StainTarget,
     TileGrid,
     detect_tissue,
     normalise,
@@ -37,6 +39,7 @@ from ghist_ray.slides import (
     tile_grid,
 )
 from ghist_ray.slides.redact import scrub
+from ghist_ray.slides.stain import pooled_stains, read_stain_target
 
 PLAN_FILE = "plan.json"
 THUMB_FILE = "thumb.npz"
@@ -70,7 +73,9 @@ class Tiling:
     overlap_px: int
     min_tissue: float
     tissue_mpp: float
-    stain_normalise: bool
+    stain_normalise: str  # none | slide | tile
+    stain_target: tuple[float, ...] | None  # StainTarget.as_tuple(), None when off
+    stain_sample_tiles: int
     min_nucleus_px: int
     cache_dir: str | None
     cache_bytes: int
@@ -92,6 +97,8 @@ class Tiling:
             min_tissue=config.min_tissue,
             tissue_mpp=config.tissue_mpp,
             stain_normalise=config.stain_normalise,
+            stain_target=_stain_target(model, config),
+            stain_sample_tiles=config.stain_sample_tiles,
             min_nucleus_px=min_nucleus_px(config.min_nucleus_um2, model.mpp),
             cache_dir=config.cache_dir,
             cache_bytes=int(config.cache_gb * 2**30),
@@ -120,10 +127,48 @@ class Tiling:
         cache = _process_cache(self.cache_dir, self.cache_bytes)
         return open_slide(source.uri, source.mpp, cache, slide_id=source.slide_id)
 
-    def read(self, slide: Slide, x0: int, y0: int, size_l0: int) -> np.ndarray:
-        """One tile's RGB pixels, stain-normalised if asked."""
+    def slide_stains(self, slide: Slide, grid: TileGrid) -> StainTarget | None:
+        """The slide's own stains, from up to ``stain_sample_tiles`` tiles spread
+        evenly over its grid; None unless normalising per slide, or when its tissue
+        holds too little of both stains (its tiles are then left as they are)."""
+        if self.stain_normalise != "slide" or not len(grid):
+            return None
+        picks = np.unique(np.linspace(0, len(grid) - 1, self.stain_sample_tiles).round())
+        return pooled_stains(
+            [self.read(slide, grid.x0[i], grid.y0[i], grid.size_l0) for i in picks.astype(int)]
+        )
+
+    def read(
+        self, slide: Slide, x0: int, y0: int, size_l0: int, stains: StainTarget | None = None
+    ) -> np.ndarray:
+        """One tile's RGB pixels, stain-normalised if asked: per slide with the
+        slide's ``stains`` (None: left alone), per tile from the tile itself."""
         rgb = slide.read(int(x0), int(y0), int(size_l0), self.patch_px)
-        return normalise(rgb) if self.stain_normalise else rgb
+        if self._target is None or (self.stain_normalise == "slide" and not stains):
+            return rgb
+        return normalise(rgb, self._target, stains)
+
+    @cached_property
+    def _target(self) -> StainTarget | None:
+        return None if self.stain_target is None else StainTarget.from_values(self.stain_target)
+
+
+def _stain_target(model: ModelConfig, config: InferConfig) -> tuple[float, ...] | None:
+    """What slides are normalised onto: the configured image's stains, else the
+    model's training stains, else TIAToolbox's target; None when not normalising."""
+    if config.stain_normalise == "none":
+        return None
+    if config.stain_target:
+        return read_stain_target(config.stain_target).as_tuple()
+    return model.stains or DEFAULT_TARGET.as_tuple()
+
+
+def stains_of(row: dict[str, Any]) -> StainTarget | None:
+    """A tile row's slide stains (NaN: none estimated)."""
+    values = row.get("stains")
+    if values is None or not np.isfinite(values).all():
+        return None
+    return StainTarget.from_values(values)
 
 
 @cache
@@ -132,9 +177,11 @@ def _process_cache(cache_dir: str | None, budget: int) -> SlideCache:
     return SlideCache(Path(cache_dir or tempfile.gettempdir()) / "ghist_ray-slides", budget)
 
 
-def tile_rows(source: SlideSource, slide: Slide, grid: TileGrid) -> dict[str, np.ndarray]:
-    """Columns of one row per tile: where to read it and the grid geometry that
-    decides which cells it owns."""
+def tile_rows(
+    source: SlideSource, slide: Slide, grid: TileGrid, stains: StainTarget | None = None
+) -> dict[str, np.ndarray]:
+    """Columns of one row per tile: where to read it, the slide's stains (NaN when
+    none), and the grid geometry that decides which cells it owns."""
     n = len(grid)
 
     def full(value: Any) -> np.ndarray:
@@ -157,6 +204,7 @@ def tile_rows(source: SlideSource, slide: Slide, grid: TileGrid) -> dict[str, np
         "width_l0": full(grid.width_l0),
         "height_l0": full(grid.height_l0),
         "patch_px": full(grid.patch_px),
+        "stains": np.tile(np.asarray(stains.as_tuple() if stains else [np.nan] * 8), (n, 1)),
     }
 
 
@@ -206,9 +254,12 @@ def plan_slide(
                 raise GhistError(
                     f"{slide.uri}: no tissue found (no tile is ≥ {tiling.min_tissue:.0%} tissue)"
                 )
+            stage = "stains"
+            stains = tiling.slide_stains(slide, grid)
+            plan["stains"] = None if stains is None else list(stains.as_tuple())
             stage = "thumbnail"
             thumb, scale = slide.thumbnail(qc_px)
-            rows = tile_rows(source, slide, grid)
+            rows = tile_rows(source, slide, grid, stains)
     except Exception as exc:
         plan.update(stage=stage, error=failure_text(exc), seconds=time.time() - started)
         layout.write_json(layout.slide_work(source.slide_id, PLAN_FILE), plan)

@@ -54,6 +54,13 @@ class ModelConfig(BaseModel):
     reference_rows: int = Field(0, ge=0, description="rows R of the (R x G) reference matrix")
     input_mean: tuple[float, float, float] = (180.0, 130.0, 185.0)
     input_std: tuple[float, float, float] = (45.0, 55.0, 40.0)
+    stains: tuple[float, ...] | None = Field(
+        None,
+        min_length=8,
+        max_length=8,
+        description="Macenko H&E stains of the training tiles (StainTarget.as_tuple): "
+        "what stain normalisation maps a slide onto",
+    )
     loss_weights: LossWeights = LossWeights()
     # Watershed post-processing (`instances_from_maps`): calibrated on training tiles after
     # a fit (`ghist_ray.calibrate`), since where a partly trained distance map splits

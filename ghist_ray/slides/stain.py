@@ -8,14 +8,26 @@ pixel is then a pair of concentrations; scaling them so their 99th percentiles
 match the reference's and recombining with the reference stains gives the
 normalised tile. Tiles with too little stained tissue to estimate from (mostly
 glass) are returned unchanged.
+
+Estimating per tile lets the colour of a tile depend on what it happens to
+hold (a tile of stroma has little haematoxylin to find), so the same nucleus
+looks different in two tiles. Estimating once per slide, from pixels pooled
+over tiles spread across its tissue (:func:`pooled_stains`), maps every tile
+of the slide through the same transform.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ghist_ray.errors import GhistError
+from ghist_ray.slides.backends import BackendError, open_local
+
+TARGET_MAX_PX = 4096  # a target image is read at its coarsest level at most this long
 STAINED_OD = 0.15  # OD norm below which a pixel is glass, not stain (Macenko's beta)
 ANGLE_PERCENTILE = 1.0  # Macenko's alpha: robust extremes of the stain angles
 MIN_STAINED_FRACTION = 0.05  # fewer stained pixels than this: leave the tile alone
@@ -29,6 +41,17 @@ class StainTarget:
 
     stains: np.ndarray
     max_concentrations: np.ndarray
+
+    def as_tuple(self) -> tuple[float, ...]:
+        """Eight numbers (stains row by row, then the two maxima): JSON and hash friendly."""
+        return (*self.stains.ravel().tolist(), *self.max_concentrations.tolist())
+
+    @classmethod
+    def from_values(cls, values: Sequence[float]) -> StainTarget:
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != (8,) or not np.isfinite(v).all():
+            raise ValueError(f"a stain target is 8 finite numbers, not {list(values)!r}")
+        return cls(stains=v[:6].reshape(2, 3), max_concentrations=v[6:])
 
 
 # Measured once with estimate_stains() on TIAToolbox's stain-normalisation target
@@ -70,14 +93,24 @@ def estimate_stains(rgb: np.ndarray) -> StainTarget | None:
     return StainTarget(stains=stains, max_concentrations=max_c)
 
 
-def normalise(rgb: np.ndarray, target: StainTarget = DEFAULT_TARGET) -> np.ndarray:
-    """``rgb`` (uint8, ... × 3) with its stains mapped onto ``target``'s.
+def pooled_stains(tiles: Sequence[np.ndarray]) -> StainTarget | None:
+    """One estimate from the pixels of several tiles of a slide (uint8, ... × 3)."""
+    if not len(tiles):
+        return None
+    return estimate_stains(np.concatenate([t.reshape(-1, 3) for t in tiles]))
+
+
+def normalise(
+    rgb: np.ndarray, target: StainTarget = DEFAULT_TARGET, source: StainTarget | None = None
+) -> np.ndarray:
+    """``rgb`` (uint8, ... × 3) with its stains mapped onto ``target``'s: from
+    ``source`` (the slide's stains) when given, else estimated from ``rgb`` itself.
 
     Example::
 
-        tile = normalise(slide.read(x0, y0, size_l0, 256))
+        tile = normalise(slide.read(x0, y0, size_l0, 256), source=slide_stains)
     """
-    source = estimate_stains(rgb)
+    source = source or estimate_stains(rgb)
     if source is None:
         return rgb
     od = optical_density(rgb).reshape(-1, 3)
@@ -85,3 +118,27 @@ def normalise(rgb: np.ndarray, target: StainTarget = DEFAULT_TARGET) -> np.ndarr
     concentrations *= target.max_concentrations / source.max_concentrations
     out = 255.0 * np.exp(-concentrations @ target.stains)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(rgb.shape)
+
+
+def read_stain_target(path: str | Path) -> StainTarget:
+    """The stains of a reference image (PNG, JPEG, TIFF or a slide: any format the
+    slide backends read; the finest pyramid level no longer than 4096 px)."""
+    path = Path(str(path).removeprefix("file://"))
+    if not path.is_file():
+        raise GhistError(f"{path}: no such stain target image")
+    try:
+        backend = open_local(path)
+        try:
+            sizes = backend.level_dimensions
+            level = next(
+                (k for k, wh in enumerate(sizes) if max(wh) <= TARGET_MAX_PX), len(sizes) - 1
+            )
+            rgb = backend.read_region(0, 0, level, *sizes[level])
+        finally:
+            backend.close()
+    except (BackendError, GhistError, OSError) as exc:
+        raise GhistError(f"{path}: cannot read the stain target image ({exc})") from None
+    target = estimate_stains(rgb)
+    if target is None:
+        raise GhistError(f"{path}: too little stained tissue (or one stain) to take stains from")
+    return target

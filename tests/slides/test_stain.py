@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from ghist_ray.slides import DEFAULT_TARGET, estimate_stains, normalise
-from ghist_ray.slides.stain import optical_density
+from ghist_ray.errors import GhistError
+from ghist_ray.slides import DEFAULT_TARGET, StainTarget, estimate_stains, normalise
+from ghist_ray.slides.stain import optical_density, pooled_stains, read_stain_target
 from tests.conftest import SHARED_DATA
 
 
@@ -62,3 +65,42 @@ def test_background_tiles_are_returned_unchanged() -> None:
     speck = glass.copy()
     speck[:8, :8] = (120, 60, 150)  # 0.1 % stained: too little to estimate stains from
     assert normalise(speck) is speck
+
+
+def test_per_slide_stains_map_one_colour_the_same_in_every_tile(
+    reference_tile: np.ndarray,
+) -> None:
+    """Per tile, a tile of mostly stroma and one of mostly nuclei get different
+    transforms, so the same pixels come out differently; the slide's pooled stains
+    give one transform for both."""
+    restained = _restain(reference_tile)
+    shared = restained[:64, :64]  # the same pixels pasted into two different tiles
+    pale = np.full_like(restained[:256, :256], 235)
+    pale[:, :, 1] = 200  # mostly eosin
+    pale[:64, :64] = shared
+    busy = restained[256:, 256:].copy()
+    busy[:64, :64] = shared
+    per_tile = [normalise(t)[:64, :64].astype(int) for t in (pale, busy)]
+    assert np.abs(per_tile[0] - per_tile[1]).mean() > 3
+    stains = pooled_stains([pale, busy])
+    assert stains is not None
+    per_slide = [normalise(t, source=stains)[:64, :64] for t in (pale, busy)]
+    np.testing.assert_array_equal(per_slide[0], per_slide[1])
+
+
+def test_a_stain_target_image_gives_its_stains(tmp_path: Path) -> None:
+    target = read_stain_target(SHARED_DATA / "he" / "tiatoolbox_target_image.png")
+    # DEFAULT_TARGET was measured on this image.
+    assert (target.stains * DEFAULT_TARGET.stains).sum(axis=1).min() > 0.9999
+    np.testing.assert_allclose(target.max_concentrations, DEFAULT_TARGET.max_concentrations, 1e-3)
+    assert StainTarget.from_values(target.as_tuple()).as_tuple() == target.as_tuple()
+    with pytest.raises(GhistError, match=r"missing\.png: no such stain target image"):
+        read_stain_target(tmp_path / "missing.png")
+    glass = tmp_path / "glass.png"
+    Image.fromarray(np.full((300, 300, 3), 240, np.uint8)).save(glass)
+    with pytest.raises(GhistError, match=r"glass\.png: too little stained tissue"):
+        read_stain_target(glass)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(GhistError, match=r"notes\.png: cannot read the stain target image"):
+        read_stain_target(text)
