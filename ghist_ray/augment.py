@@ -42,7 +42,9 @@ def dihedral(batch: PatchBatch, generator: torch.Generator) -> PatchBatch:
 
 
 def stain_jitter(images: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Scale and shift each patch's H and E concentrations by ~N(1, sigma) and ~N(0, sigma)."""
+    """Scale and shift each patch's H and E concentrations by ~N(1, sigma) and
+    ~N(0, sigma), and recombine them with H and E vectors each tilted by ~N(0, sigma)
+    per RGB component: labs differ in the hue of their stains, not only in amount."""
     if sigma <= 0:
         return images
     b = images.shape[0]
@@ -52,7 +54,11 @@ def stain_jitter(images: torch.Tensor, sigma: float, generator: torch.Generator)
     shift = sigma * torch.randn(b, 3, 1, 1, generator=generator)
     scale[:, 2], shift[:, 2] = 1.0, 0.0  # leave the residual channel alone
     conc = conc * scale + shift * conc.mean(dim=(2, 3), keepdim=True)
-    rgb = 256.0 * torch.exp(-torch.einsum("bshw,sc->bchw", conc, _STAINS)) - 1.0
+    tilt = sigma * torch.randn(b, 3, 3, generator=generator)
+    tilt[:, 2] = 0.0
+    stains = (_STAINS + tilt).clamp_min(0.0)
+    stains = stains / stains.norm(dim=2, keepdim=True)
+    rgb = 256.0 * torch.exp(-torch.einsum("bshw,bsc->bchw", conc, stains)) - 1.0
     return rgb.clamp(0, 255).round().to(torch.uint8)
 
 
