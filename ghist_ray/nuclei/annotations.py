@@ -27,6 +27,7 @@ import numpy as np
 import roifile
 import tifffile
 from PIL import Image, ImageDraw
+from skimage.draw import polygon
 
 from ghist_ray.errors import GhistError
 from ghist_ray.slides import open_slide
@@ -57,6 +58,7 @@ class Annotation:
     mpp: float | None = None
     classes: list[str | None] = field(default_factory=list)
     mask: np.ndarray | None = None  # an instance-mask file: the ids as they are
+    outline: bool = True  # see rasterise: False for rings on pixel corners (QuPath)
 
 
 @dataclass(frozen=True)
@@ -73,21 +75,34 @@ class AnnotatedImage:
     classes: dict[int, str] = field(default_factory=dict)  # instance id -> class name
 
 
-def rasterise(shapes: Sequence[Shape], shape: tuple[int, int]) -> np.ndarray:
+def rasterise(shapes: Sequence[Shape], shape: tuple[int, int], outline: bool = True) -> np.ndarray:
     """(H, W) int32 mask: shape ``k`` drawn as id ``k + 1`` in order, holes cleared.
+
+    ``outline``: the pixels a ring passes through belong to the nucleus (vertices on
+    its edge pixels, as ImageScope and ImageJ trace; drawn with Pillow, fill and
+    outline). Without it, a pixel belongs when its centre is inside (a ring on pixel
+    boundaries, as QuPath writes; drawn with ``skimage.draw.polygon``).
 
     Example:
         >>> square = [[np.array([[1, 1], [3, 1], [3, 3], [1, 3]])]]
         >>> int((rasterise([square], (5, 5)) == 1).sum())
         9
     """
+    if not outline:
+        mask = np.zeros(shape, np.int32)
+        for k, parts in enumerate(shapes, start=1):
+            for rings in parts:
+                for r, ring in enumerate(rings):
+                    rr, cc = polygon(ring[:, 1], ring[:, 0], shape)
+                    mask[rr, cc] = k if r == 0 else 0
+        return mask
     canvas = Image.new("I", (shape[1], shape[0]), 0)
     draw = ImageDraw.Draw(canvas)
     for k, parts in enumerate(shapes, start=1):
         for rings in parts:
             for r, ring in enumerate(rings):
-                points = [tuple(p) for p in np.asarray(ring, dtype=float).tolist()]
                 value = k if r == 0 else 0
+                points = [tuple(p) for p in np.asarray(ring, dtype=float).tolist()]
                 draw.polygon(points, fill=value, outline=value)
     return np.asarray(canvas, dtype=np.int32)
 
@@ -198,7 +213,7 @@ def read_geojson(path: Path) -> Annotation:
             classes.append(_class_name(properties))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OSError) as exc:
         raise GhistError(f"{path}: not QuPath GeoJSON ({exc})") from None
-    return Annotation(shapes, classes=classes)
+    return Annotation(shapes, classes=classes, outline=False)
 
 
 def read_annotation(path: Path) -> Annotation:
@@ -218,7 +233,7 @@ def read_annotation(path: Path) -> Annotation:
 def instance_mask(annotation: Annotation, shape: tuple[int, int], path: Path) -> np.ndarray:
     """The (H, W) int32 mask of an annotation on an image of ``shape``."""
     if annotation.mask is None:
-        return rasterise(annotation.shapes, shape)
+        return rasterise(annotation.shapes, shape, annotation.outline)
     if annotation.mask.shape != shape:
         raise GhistError(f"{path}: mask {annotation.mask.shape} does not match its image {shape}")
     return annotation.mask
