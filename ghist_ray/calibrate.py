@@ -75,6 +75,21 @@ def calibrate_nuclei(
     rows = numpy_rows(dataset.take(picked, columns=["image_png", "mask_png"]))
     images = np.stack([decode_image(p) for p in rows["image_png"]])
     truth = np.stack([decode_image(p).astype(np.int64) for p in rows["mask_png"]])
+    where = f"{shards_root} split={split}"
+    return calibrate_tiles(model, images, truth, where, min_nucleus_um2, batch_size)
+
+
+def calibrate_tiles(
+    model: GhistNet,
+    images: np.ndarray,
+    truth: np.ndarray,
+    where: str,
+    min_nucleus_um2: float = 4.0,
+    batch_size: int = 8,
+) -> NucleiCalibration:
+    """Best (foreground, seed) thresholds on (N, P, P, 3) uint8 tiles at the model's µm/px
+    against their (N, P, P) instance masks: shard tiles, or annotated real images
+    (`ghist_ray.nuclei.finetune`). ``where`` names the tiles in errors."""
     was_training = model.training
     model.eval()
     try:
@@ -92,7 +107,7 @@ def calibrate_nuclei(
     )
     grid["f1"] = [metrics.f1_from_counts(*c) for c in grid[["tp", "fp", "fn"]].itertuples(False)]
     if grid["f1"].isna().all():
-        raise GhistError(f"{shards_root}: no nuclei in the {len(picked)} split={split} tiles")
+        raise GhistError(f"{where}: no nuclei in the {len(images)} tiles")
     best = grid.loc[grid["f1"].idxmax()]
     default = grid[
         (grid["fg_threshold"] == config.nuclei_fg_threshold)
@@ -103,7 +118,7 @@ def calibrate_nuclei(
         core_threshold=float(best["core_threshold"]),
         f1=float(best["f1"]),
         default_f1=float(default["f1"].iloc[0]),
-        tiles=len(picked),
+        tiles=len(images),
         grid=grid,
     )
 

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ghist_ray.model.batch import PatchBatch
 from ghist_ray.model.config import LossWeights
-from ghist_ray.model.network import GhistOutputs
+from ghist_ray.model.network import GhistOutputs, PixelOutputs
 from ghist_ray.model.targets import UNKNOWN, pixel_targets
 
 
@@ -79,6 +79,31 @@ def _dice(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
     return 1 - (2 * (prob * target).sum() + eps) / (prob.sum() + target.sum() + eps)
 
 
+def segmentation_losses(
+    pixels: PixelOutputs, foreground: Tensor, distance: Tensor
+) -> dict[str, Tensor]:
+    """The nuclei terms (seg_foreground, seg_distance, deep_supervision) against the
+    targets of `pixel_targets`: all that annotated nuclei without cell labels train
+    (`ghist_ray.nuclei.finetune`)."""
+    fg_logit = pixels.foreground_logits.float()
+    bce = F.binary_cross_entropy_with_logits
+    terms = {
+        "seg_foreground": bce(fg_logit, foreground) + _dice(fg_logit, foreground),
+        "seg_distance": F.mse_loss(pixels.distance.float(), distance),
+    }
+    side = pixels.features.side_logits
+    if side:
+        terms["deep_supervision"] = torch.stack(
+            [bce(s[:, 0].float(), foreground) for s in side]
+        ).mean()
+    return terms
+
+
+def weighted_total(terms: dict[str, Tensor], weights: LossWeights) -> Tensor:
+    """Σ weight · term over `terms` (named as the fields of `LossWeights`)."""
+    return sum(getattr(weights, name) * value for name, value in terms.items())
+
+
 def compute_losses(
     outputs: GhistOutputs,
     batch: PatchBatch,
@@ -98,12 +123,9 @@ def compute_losses(
     if cells.expr_type_true_logits is None:
         raise ValueError("compute_losses needs outputs of a forward given true_expression")
     targets = pixel_targets(batch.instances, batch.cell_patch, batch.cell_instance, batch.cell_type)
-    fg_logit = pixels.foreground_logits.float()
-    bce = F.binary_cross_entropy_with_logits
     teacher = torch.softmax(cells.expr_type_true_logits.detach().float(), -1)
     terms = {
-        "seg_foreground": bce(fg_logit, targets.foreground) + _dice(fg_logit, targets.foreground),
-        "seg_distance": F.mse_loss(pixels.distance.float(), targets.distance),
+        **segmentation_losses(pixels, targets.foreground, targets.distance),
         "pixel_type": _cross_entropy(pixels.pixel_type_logits, targets.pixel_type),
         "cell_type": _cross_entropy(cells.type_logits, batch.cell_type, type_weights),
         "neighbourhood": _kl(
@@ -115,10 +137,5 @@ def compute_losses(
         "expression_type": _cross_entropy(cells.expr_type_true_logits, batch.cell_type),
         "consistency": _kl(torch.log_softmax(cells.expr_type_logits.float(), -1), teacher),
     }
-    side = pixels.features.side_logits
-    if side:
-        terms["deep_supervision"] = torch.stack(
-            [bce(s[:, 0].float(), targets.foreground) for s in side]
-        ).mean()
-    terms["total"] = sum(getattr(weights, name) * value for name, value in terms.items())
+    terms["total"] = weighted_total(terms, weights)
     return terms
