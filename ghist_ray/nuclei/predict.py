@@ -42,7 +42,7 @@ def _padded(rgb: np.ndarray, grid: TileGrid) -> np.ndarray:
 
 
 def _stitch(
-    grid: TileGrid, found: list[tuple[int, np.ndarray, np.ndarray]], shape: tuple
+    grid: TileGrid, found: list[tuple[int, np.ndarray, np.ndarray]], shape: tuple[int, int]
 ) -> np.ndarray:
     """One (H, W) mask from per-patch ids, each nucleus from the patch owning it.
 
