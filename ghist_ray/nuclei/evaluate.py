@@ -39,6 +39,8 @@ SHOWN = ("method", "organ", "images", "n_true", "n_pred", "f1", "aji", "pq")
 
 @dataclass(frozen=True)
 class NucleiReport:
+    """What the run wrote and logged, for the CLI's table and for callers."""
+
     images: pd.DataFrame  # name, organ, method, SCORE_COLUMNS, then the sums
     summary: pd.DataFrame  # method, organ, images, counts, pooled and mean scores
     metrics: dict[str, float]
