@@ -97,7 +97,7 @@ class Tiling:
             min_tissue=config.min_tissue,
             tissue_mpp=config.tissue_mpp,
             stain_normalise=config.stain_normalise,
-            stain_target=_stain_target(model, config),
+            stain_target=stain_target_for(model, config),
             stain_sample_tiles=config.stain_sample_tiles,
             min_nucleus_px=min_nucleus_px(config.min_nucleus_um2, model.mpp),
             cache_dir=config.cache_dir,
@@ -153,7 +153,7 @@ class Tiling:
         return None if self.stain_target is None else StainTarget.from_values(self.stain_target)
 
 
-def _stain_target(model: ModelConfig, config: InferConfig) -> tuple[float, ...] | None:
+def stain_target_for(model: ModelConfig, config: InferConfig) -> tuple[float, ...] | None:
     """What slides are normalised onto: the configured image's stains, else the
     model's training stains, else TIAToolbox's target; None when not normalising."""
     if config.stain_normalise == "none":

@@ -98,17 +98,25 @@ def summary_metrics(summary: pd.DataFrame) -> dict[str, float]:
 def _model_method(model_dir: Path, config: InferConfig) -> Method:
     import torch
 
+    from ghist_ray.inference.plan import stain_target_for
     from ghist_ray.model import load_model
     from ghist_ray.nuclei.predict import predict_nuclei
+    from ghist_ray.slides import StainTarget, normalise
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     network = load_model(model_dir)
+    target = stain_target_for(network.config, config)
 
     def run(record: AnnotatedImage) -> np.ndarray:
+        # An annotated image is one small slide: its stains, per slide or per tile,
+        # are estimated from the whole of it.
+        rgb = (
+            record.rgb if target is None else normalise(record.rgb, StainTarget.from_values(target))
+        )
         return predict_nuclei(
             network,
-            record.rgb,
+            rgb,
             record.mpp,
             max_nucleus_um=config.max_nucleus_um,
             min_nucleus_um2=config.min_nucleus_um2,
