@@ -3,7 +3,11 @@
 Run: python bench/model_forward.py [--quick] [--json results.json]
 
 Forward: patches/s of the full network (pixel maps + per-cell heads on given nuclei) for
-both presets on CPU, and on GPU with bf16 autocast + channels-last when CUDA is present.
+both presets: on CPU in fp32 and bf16 autocast (native on CPUs with AMX / AVX-512 BF16),
+each with channels-last against contiguous memory, and bf16 under ``torch.compile``
+against eager; on GPU with bf16 autocast + channels-last when CUDA is present. The
+variants of one preset are interleaved (round-robin, best of the repeats), so a busy
+machine slows them alike.
 Pooling: the segment mean over cell pixels (decoder 320 + encoder 64 channels, paper widths)
 against the published style of one masked sum per cell, at 50, 200 and 500 cells per patch
 (the loop is timed on up to 200 cells, 20 with --quick, and scaled: its cost per cell is flat).
@@ -17,6 +21,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,10 +51,13 @@ def disc_nuclei(n_patches: int, cells_per_patch: int) -> Tensor:
     return instances
 
 
-def best_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    """Fastest of `repeats` timed calls after one warm-up call."""
-    fn()
-    sync()
+def best_seconds(
+    fn: Callable[[], object], repeats: int, sync: Callable[[], None], warm: bool = True
+) -> float:
+    """Fastest of `repeats` timed calls, after one warm-up call unless ``warm`` is False."""
+    if warm:
+        fn()
+        sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -59,34 +67,78 @@ def best_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None
     return min(times)
 
 
-def bench_forward(preset: str, device: str, batch: int, repeats: int) -> dict[str, object]:
+@dataclass(frozen=True)
+class Variant:
+    """One way of running the forward pass."""
+
+    dtype: str  # fp32 | bf16 (autocast)
+    memory: str  # channels_last | contiguous
+    compiled: bool = False
+
+
+CPU_VARIANTS = (
+    Variant("fp32", "channels_last"),
+    Variant("fp32", "contiguous"),
+    Variant("bf16", "channels_last"),
+    Variant("bf16", "contiguous"),
+    Variant("bf16", "channels_last", compiled=True),
+)
+GPU_VARIANTS = (Variant("bf16", "channels_last"),)
+
+
+def _forward_fn(
+    preset: str, device: str, batch: int, variant: Variant
+) -> tuple[Callable[[], None], int]:
+    """A closure running one forward pass of ``batch`` patches, and the parameter count."""
     config = ModelConfig(
         preset=preset,
         gene_names=[f"G{i}" for i in range(N_GENES)],
         type_names=[f"T{i}" for i in range(N_TYPES)],
     )
-    net = GhistNet(config).eval().to(device).to(memory_format=torch.channels_last)
-    images = torch.randint(0, 256, (batch, 3, PATCH, PATCH), dtype=torch.uint8, device=device)
-    images = images.contiguous(memory_format=torch.channels_last)
+    memory = getattr(
+        torch, variant.memory if variant.memory == "channels_last" else "contiguous_format"
+    )
+    net = GhistNet(config).eval().to(device).to(memory_format=memory)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, PATCH, PATCH), dtype=torch.uint8, generator=gen)
+    images = images.to(device).contiguous(memory_format=memory)
     instances = disc_nuclei(batch, 40).to(device)
     cells = cells_from_instances(instances)
-    cuda = device == "cuda"
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cuda)
+    run = torch.compile(net) if variant.compiled else net
+    bf16 = variant.dtype == "bf16"
 
     def forward() -> None:
-        with torch.inference_mode(), autocast:
-            net(images, instances, *cells)
+        with torch.inference_mode(), torch.autocast(device, torch.bfloat16, enabled=bf16):
+            run(images, instances, *cells)
 
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    seconds = best_seconds(forward, repeats, sync)
-    return {
-        "preset": preset,
-        "device": device,
-        "dtype": "bf16" if cuda else "fp32",
-        "batch": batch,
-        "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2),
-        "patches_per_s": round(batch / seconds, 2),
-    }
+    return forward, sum(p.numel() for p in net.parameters())
+
+
+def bench_forward(
+    preset: str, device: str, batch: int, repeats: int, variants: tuple[Variant, ...]
+) -> list[dict[str, object]]:
+    """patches/s of each variant; rounds interleave the variants (one warm-up each)."""
+    fns = [_forward_fn(preset, device, batch, v) for v in variants]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    best = [math.inf] * len(fns)
+    for fn, _ in fns:
+        fn()  # warm-up (compiles the compiled variant)
+    for _ in range(repeats):
+        for k, (fn, _) in enumerate(fns):
+            best[k] = min(best[k], best_seconds(fn, 1, sync, warm=False))
+    return [
+        {
+            "preset": preset,
+            "device": device,
+            "dtype": v.dtype,
+            "memory": v.memory,
+            "compiled": v.compiled,
+            "batch": batch,
+            "params_m": round(n / 1e6, 2),
+            "patches_per_s": round(batch / seconds, 2),
+        }
+        for v, (_, n), seconds in zip(variants, fns, best, strict=True)
+    ]
 
 
 def pool_per_cell_loop(
@@ -156,14 +208,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller batches, fewer repeats")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
-    repeats = 1 if args.quick else 3
+    repeats = 1 if args.quick else 4
     forward_plan = [
-        ("small", "cpu", 2 if args.quick else 8),
-        ("paper", "cpu", 1 if args.quick else 2),
+        ("small", "cpu", 2 if args.quick else 8, CPU_VARIANTS),
+        ("paper", "cpu", 1 if args.quick else 2, CPU_VARIANTS),
     ]
     if torch.cuda.is_available():
-        forward_plan += [("small", "cuda", 32), ("paper", "cuda", 8 if args.quick else 16)]
-    forward = [bench_forward(p, d, b, repeats) for p, d, b in forward_plan]
+        forward_plan += [
+            ("small", "cuda", 32, GPU_VARIANTS),
+            ("paper", "cuda", 8 if args.quick else 16, GPU_VARIANTS),
+        ]
+    forward = [row for plan in forward_plan for row in bench_forward(*plan[:3], repeats, plan[3])]
     max_loop_cells = 20 if args.quick else 200
     pooling = [
         bench_pooling(n, 1 if args.quick else 2, repeats, max_loop_cells) for n in (50, 200, 500)
