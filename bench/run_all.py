@@ -42,12 +42,34 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}×" if base else "n/a"
 
 
+def _variant(f: dict) -> str:
+    compiled = ", torch.compile" if f.get("compiled") else ""
+    return f"{f.get('dtype', 'fp32')}, {f.get('memory', 'channels_last')}{compiled}"
+
+
 def model_forward(r: dict) -> list[Row]:
-    rows = [
-        (f"forward, {f['preset']} preset, {f['device']}", f"{_fmt(f['patches_per_s'])} patches/s")
-        for f in r["forward"]
-    ]
-    out: list[Row] = [(what, fig, "", "") for what, fig in rows]
+    """Each forward variant against fp32 channels-last of the same preset and device."""
+    out: list[Row] = []
+    for f in r["forward"]:
+        base = next(
+            (
+                b
+                for b in r["forward"]
+                if (b["preset"], b["device"]) == (f["preset"], f["device"])
+                and _variant(b) == "fp32, channels_last"
+            ),
+            None,
+        )
+        out.append(
+            (
+                f"forward, {f['preset']} preset, {f['device']}, {_variant(f)}",
+                f"{_fmt(f['patches_per_s'])} patches/s",
+                "" if base is None or base is f else f"fp32 {_fmt(base['patches_per_s'])}",
+                ""
+                if base is None or base is f
+                else _ratio(f["patches_per_s"], base["patches_per_s"]),
+            )
+        )
     for p in r["pooling"]:
         out.append(
             (
