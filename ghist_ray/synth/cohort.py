@@ -43,6 +43,7 @@ from ghist_ray.synth.expression import simulate_counts
 from ghist_ray.synth.layout import TYPE_NAMES, generate_layout
 from ghist_ray.synth.reference import reference_profiles
 from ghist_ray.synth.render import SlideScene, render_region
+from ghist_ray.synth.stains import stain_of
 from ghist_ray.synth.wsi import write_pyramid
 from ghist_ray.synth.xenium_outs import HE_IMAGE_SUFFIX, random_alignment, write_xenium_outs
 
@@ -73,7 +74,9 @@ def _make_slide(plan: SlidePlan, config: SynthConfig, index: int, root: Path) ->
     start = time.perf_counter()
     width_um, height_um = slide_size_um(config, index)
     fields, cells = generate_layout(width_um, height_um, plan.params, plan.seed)
-    scene = SlideScene(fields, cells, plan.params, config.mpp, plan.seed)
+    scene = SlideScene(
+        fields, cells, plan.params, config.mpp, plan.seed, stain_of(config), config.artefacts
+    )
     width_px, height_px = round(width_um / config.mpp), round(height_um / config.mpp)
     path = root / slide_path(plan)
     path.parent.mkdir(parents=True, exist_ok=True)

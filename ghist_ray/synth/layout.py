@@ -1,8 +1,11 @@
 """Where the cells of a synthetic slide are, what they are, and their shapes.
 
 A slide is a set of smooth random fields (tissue, tumour nests, vessels) on a
-coarse grid; each cell type is an inhomogeneous Poisson process over those
-fields, thinned to non-overlapping nuclei. Everything is in slide micrometres,
+coarse grid. Tumour cells pack their nests as one cell per cell of a jittered
+lattice (so the renderer can draw the same cells' borders as a Voronoi pattern
+of that lattice); the other types are inhomogeneous Poisson processes over the
+fields. Neighbouring nuclei may touch and overlap a little, as in real
+sections, and a few tumour cells are in mitosis. Everything is in slide micrometres,
 level-0 frame, and derived from one seed, so a layout can be rebuilt (or only
 its composition used, without rendering pixels) anywhere.
 """
@@ -16,11 +19,21 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from ghist_ray.synth.noise import fractal_noise, grid_noise, interp_weights, value_noise
+from ghist_ray.synth.noise import (
+    fractal_noise,
+    grid_noise,
+    interp_weights,
+    lattice_hash,
+    value_noise,
+)
 
 FIELD_UM = 8.0  # grid step of the coarse fields
 CHUNK = 400_000  # candidate cells evaluated at once
 HARMONICS = (2, 3, 4)  # boundary ripples of a nucleus outline
+NEST_SPACING_UM = 7.0  # tumour-cell lattice: one cell per lattice cell
+NEST_JITTER = 0.75  # fraction of its lattice cell a tumour-cell centre may wander over
+NEST_EMPTY = 0.12  # lattice cells whose nucleus lies outside the section plane
+OVERLAP = 0.35  # two nuclei may overlap by this fraction of their summed reach
 
 
 @dataclass(frozen=True)
@@ -39,11 +52,11 @@ class CellTypeSpec:
 
 
 CELL_TYPES: tuple[CellTypeSpec, ...] = (
-    CellTypeSpec("Malignant", "Malignant", 4.4, 0.78, 0.12, 0.95, 0.45, 0.07, 0.0),
-    CellTypeSpec("Fibroblast", "Fibroblast", 5.4, 0.32, 0.10, 0.85, 0.12, 0.03, 0.0),
-    CellTypeSpec("T", "T", 2.6, 0.92, 0.07, 1.40, 0.08, 0.03, 0.0),
-    CellTypeSpec("Macrophage", "Macrophage", 3.8, 0.70, 0.10, 0.55, 0.25, 0.13, 1.9),
-    CellTypeSpec("Endothelial", "Endothelial", 5.0, 0.30, 0.08, 0.75, 0.10, 0.03, 0.0),
+    CellTypeSpec("Malignant", "Malignant", 3.6, 0.70, 0.14, 0.95, 0.45, 0.06, 0.0),
+    CellTypeSpec("Fibroblast", "Fibroblast", 4.6, 0.36, 0.10, 0.85, 0.12, 0.03, 0.0),
+    CellTypeSpec("T", "T", 2.5, 0.85, 0.08, 1.40, 0.08, 0.03, 0.0),
+    CellTypeSpec("Macrophage", "Macrophage", 3.3, 0.70, 0.10, 0.55, 0.25, 0.10, 1.9),
+    CellTypeSpec("Endothelial", "Endothelial", 4.4, 0.32, 0.08, 0.75, 0.10, 0.03, 0.0),
 )
 TYPE_NAMES: tuple[str, ...] = tuple(t.name for t in CELL_TYPES)
 
@@ -158,8 +171,6 @@ def _type_intensity(
     nest = fields.nest_mask(at, tissue)
     stroma = tissue & ~nest
     name = TYPE_NAMES[cell_type]
-    if name == "Malignant":
-        return nest / 45.0
     if name == "Endothelial":
         return stroma * at.field(fields.vessel) / 55.0
     if name == "Fibroblast":
@@ -171,23 +182,47 @@ def _type_intensity(
     return stroma / 900.0 + stroma * near * params.immune / 700.0  # Macrophage
 
 
-def _hard_core(xy: np.ndarray, radius: np.ndarray, gap: float, rng: np.random.Generator):
+def nest_lattice(ix: np.ndarray, iy: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (µm) of the tumour cell of lattice cell (ix, iy): a pure function of the cell,
+    so layout and renderer agree on it without sharing state."""
+    margin = (1.0 - NEST_JITTER) / 2
+    jx = margin + NEST_JITTER * lattice_hash(ix, iy, seed + 31)
+    jy = margin + NEST_JITTER * lattice_hash(ix, iy, seed + 32)
+    return (ix + jx) * NEST_SPACING_UM, (iy + jy) * NEST_SPACING_UM
+
+
+def _nest_cells(fields: SlideFields, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tumour-cell centres: the nest lattice inside nests, less the empty lattice cells."""
+    iy, ix = np.mgrid[
+        0 : int(fields.height_um // NEST_SPACING_UM), 0 : int(fields.width_um // NEST_SPACING_UM)
+    ]
+    ix, iy = ix.ravel(), iy.ravel()
+    x, y = nest_lattice(ix, iy, seed)
+    at = PointSampler(x, y)
+    keep = fields.nest_mask(at, fields.tissue_mask(at)) & (
+        lattice_hash(ix, iy, seed + 33) >= NEST_EMPTY
+    )
+    return x[keep], y[keep]
+
+
+def _hard_core(xy: np.ndarray, radius: np.ndarray, overlap: float, rng: np.random.Generator):
     """Random sequential adsorption, vectorised by rounds of local minima.
 
     A candidate survives if no surviving candidate with higher priority lies
-    closer than the sum of their radii plus ``gap``: nuclei never overlap.
+    closer than ``(1 - overlap)`` times the sum of their radii: nuclei touch and
+    overlap a little, as in a real section, but never pile up.
     """
     n = len(xy)
     if n == 0:
         return np.zeros(0, dtype=bool)
     # Conflicting pairs, found a block of points at a time so memory stays bounded.
     tree = cKDTree(xy)
-    reach = 2 * radius.max() + gap
+    reach = 2 * radius.max()
     parts = []
     for block in np.array_split(np.arange(n), max(1, n // 50_000)):
         near = cKDTree(xy[block]).sparse_distance_matrix(tree, reach, output_type="ndarray")
         a, b = block[near["i"]], near["j"]
-        hit = (a < b) & (near["v"] < radius[a] + radius[b] + gap)
+        hit = (a < b) & (near["v"] < (radius[a] + radius[b]) * (1.0 - overlap))
         parts.append(np.stack([a[hit], b[hit]]).astype(np.int64))
     i, j = np.concatenate(parts, axis=1)
     prio = rng.random(n)
@@ -210,14 +245,17 @@ def generate_layout(
     """Fields and the cell table of one slide (sorted by y, then x).
 
     Columns: cell_id, x_um, y_um, cell_type (index into TYPE_NAMES), semi_major_um,
-    semi_minor_um, angle, ripple amplitudes/phases, darkness, chromatin, area_um2.
+    semi_minor_um, angle, ripple amplitudes/phases, darkness, chromatin, mitosis, area_um2.
     """
     rng = np.random.default_rng(seed)
     fields = make_fields(width_um, height_um, params, seed)
-    lam_max = np.array([1 / 45.0, 1 / 230.0, 1 / 70.0 + 1 / 900.0, 1 / 400.0, 1 / 55.0])
+    x, y = _nest_cells(fields, seed)
+    xs, ys, types = [x], [y], [np.full(len(x), TYPE_NAMES.index("Malignant"))]
+    lam_max = np.array([0.0, 1 / 230.0, 1 / 70.0 + 1 / 900.0, 1 / 400.0, 1 / 55.0])
     n_cand = rng.poisson(lam_max * width_um * height_um)
-    xs, ys, types = [], [], []
     for t, n in enumerate(n_cand):
+        if lam_max[t] == 0:  # tumour cells come from the nest lattice
+            continue
         for chunk in np.array_split(np.arange(n), max(1, n // CHUNK)):  # bounded memory
             x = rng.uniform(0, width_um, len(chunk))
             y = rng.uniform(0, height_um, len(chunk))
@@ -236,11 +274,18 @@ def generate_layout(
     semi_major = base * grade_scale * np.exp(rng.normal(0, sd * grade_sd))
     semi_major = np.clip(semi_major, 1.5, 8.5)
     aspect = np.array([s.aspect for s in spec])[cell_type] * np.exp(rng.normal(0, 0.08, len(x)))
+    # Mitoses: small, dark, condensed and ragged figures, more of them with grade.
+    mitosis = malignant & (rng.random(len(x)) < 0.005 + 0.02 * params.grade)
+    semi_major = np.where(mitosis, 0.85 * semi_major, semi_major)
+    aspect = np.where(mitosis, 0.55, aspect)
     semi_minor = semi_major * np.clip(aspect, 0.2, 1.0)
     irregular = np.array([s.irregularity for s in spec])[cell_type] * grade_sd
+    irregular = np.where(mitosis, 3.5 * irregular, irregular)
     ripples = {k: irregular * np.abs(rng.normal(0, 1, len(x))) / (k - 1) for k in HARMONICS}
+    total = sum(ripples.values())
+    ripples = {k: r * np.minimum(1.0, 0.6 / np.maximum(total, 1e-9)) for k, r in ripples.items()}
     reach = semi_major * (1.0 + sum(ripples.values()))  # outline never goes further
-    alive = _hard_core(np.column_stack([x, y]), reach, 0.6, rng)
+    alive = _hard_core(np.column_stack([x, y]), reach, OVERLAP, rng)
     # Edge cells are kept only if their whole nucleus lies inside the slide.
     alive &= (x > semi_major * 1.5) & (x < width_um - semi_major * 1.5)
     alive &= (y > semi_major * 1.5) & (y < height_um - semi_major * 1.5)
@@ -250,6 +295,8 @@ def generate_layout(
     angle = np.where(oriented, flow + rng.normal(0, 0.15, len(x)), rng.uniform(0, np.pi, len(x)))
     darkness = np.array([s.darkness for s in spec])[cell_type] * np.exp(rng.normal(0, 0.08, len(x)))
     darkness *= np.where(malignant, 0.9 + 0.25 * params.grade, 1.0)
+    darkness *= np.where(mitosis, 1.8, 1.0)
+    chromatin = np.array([s.chromatin for s in spec])[cell_type]
     cells = pd.DataFrame(
         {
             "x_um": x,
@@ -259,7 +306,8 @@ def generate_layout(
             "semi_minor_um": semi_minor,
             "angle": angle,
             "darkness": darkness,
-            "chromatin": np.array([s.chromatin for s in spec])[cell_type],
+            "chromatin": np.where(mitosis, 0.6, chromatin),
+            "mitosis": mitosis,
         }
     )
     for k in HARMONICS:
