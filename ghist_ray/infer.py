@@ -34,8 +34,17 @@ the slide id and its µm/px. Per slide, ``<out>/slides/<id>/`` holds ``qc.png``,
 ``cells.h5ad`` and ``nuclei.geojson`` (see :mod:`ghist_ray.export`); run state
 is under ``<out>/state/`` (see :mod:`ghist_ray.inference.state`): done
 markers, ``failures.parquet`` (``slide_id, stage, error, attempt, time``),
-``slides.parquet`` (``tiles, bad_tiles, cells, seconds, status`` per slide)
-and ``run.json``.
+``slides.parquet`` (``tiles, bad_tiles, cells, seconds, status, reasons`` per
+slide) and ``run.json``.
+
+**Plausibility.** A slide whose nuclei look unlike those the model trained on
+(tile-sized blobs, one cell type everywhere; bounds in ``infer.plausibility``,
+see :mod:`ghist_ray.inference.plausibility`) is committed with status
+``suspect`` and its reasons: its cells are written and read like any other, a
+warning line names it, the run's MLflow metric ``slides_suspect`` counts it and
+the ``ghist_ray.suspect`` tag (and ``infer/suspect.txt``) give the reasons. A
+re-run keeps it unless ``redo_suspect``. "Nuclei" larger than
+``infer.max_nucleus_um2`` are never cells: dropped, counted (``large_cells``).
 
 **Pipeline** (per wave): slide rows → ``flat_map`` to tile coordinates (open,
 tissue mask, grid; no pixels) → reader actors (CPU; pixels read next to the
@@ -94,6 +103,7 @@ from ghist_ray.inference.actors import CellPredictor, TileReader
 from ghist_ray.inference.commit import CommitRules, commit_slide, summary_row
 from ghist_ray.inference.lease import Lease, new_run_id
 from ghist_ray.inference.plan import SlideSource, Tiling, failure_text, plan_slide, slide_sources
+from ghist_ray.inference.plausibility import SUSPECT, Plausibility
 from ghist_ray.inference.postprocess import CellsMeta, owned_cells
 from ghist_ray.inference.progress import Progress, start_counter
 from ghist_ray.inference.resources import ActorPools, wait_for_accelerator
@@ -101,11 +111,14 @@ from ghist_ray.inference.state import RunLayout
 from ghist_ray.manifest import read_manifest
 from ghist_ray.mlflow_model import resolve_model
 from ghist_ray.model import ModelConfig, read_model_card
+from ghist_ray.nuclei_stats import NucleiDistribution
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import stage_run
 
 COMMIT_BASE_BYTES = 512 * 2**20  # a commit's memory request before its cells
+SUSPECT_TAG = "ghist_ray.suspect"  # the run's suspect slides and why
+MAX_TAG_CHARS = 5000  # MLflow caps tag values; the whole list is in infer/suspect.txt
 
 
 @dataclass(frozen=True)
@@ -116,14 +129,18 @@ class InferSummary:
     out: str
     slides: int  # in the manifest
     skipped: int  # already done before this run
-    done: int  # completed by this run
+    done: int  # completed (committed) by this run, suspect ones included
+    suspect: int  # of those, slides whose nuclei look unlike the training ones (``suspects``)
     failed: int  # failed in this run
     tiles: int  # tiles of the slides completed by this run
     cells: int
     cut_cells: int  # kept cells that touched a tile edge: > 0 means the overlap is tight
     merged_cells: int  # second copies of a nucleus that two tiles segmented differently
+    large_cells: int  # "nuclei" above max_nucleus_um2, dropped
+    large_cut_cells: int  # of those, the ones that touched a tile edge
     seconds: float
     failures: list[dict[str, str]] = field(default_factory=list)  # slide_id, stage, error
+    suspects: list[dict[str, str]] = field(default_factory=list)  # slide_id, reasons
 
     @property
     def tiles_per_s(self) -> float:
@@ -140,6 +157,7 @@ class _Pipeline:
     meta: CellsMeta
     model: ray.ObjectRef
     counter: ray.actor.ActorHandle
+    plausibility: Plausibility
 
     def dataset(self, sources: list[SlideSource]) -> ray.data.Dataset:
         cfg = self.config
@@ -295,7 +313,9 @@ class _Run:
     ) -> list[dict[str, Any]]:
         """Commit every slide of a finished attempt; a commit that crashes is a failed row."""
         p = self.pipeline
-        rules = CommitRules(p.config.max_bad_tiles, p.config.anndata, p.config.geojson)
+        rules = CommitRules(
+            p.config.max_bad_tiles, p.config.anndata, p.config.geojson, p.plausibility
+        )
         commit = ray.remote(commit_slide)
         refs = {
             s.slide_id: commit.options(
@@ -319,6 +339,12 @@ class _Run:
     def _commit_memory(self, cells: int) -> int:
         want = int(COMMIT_BASE_BYTES + cells * self.pipeline.config.commit_gb_per_mcell * 1e3)
         return min(want, self.node_memory) if self.node_memory else want
+
+
+def _suspect_slides(layout: RunLayout, done: set[str]) -> set[str]:
+    """Done slides whose latest commit was suspect."""
+    slides = layout.slides()
+    return set(slides.loc[slides["status"] == SUSPECT, "slide_id"]) & done
 
 
 def _largest_node_memory() -> int:
@@ -358,6 +384,7 @@ def run_infer(
     progress: Callable[[str], None] = print,
     redo_changed: bool = False,
     experiment: str | None = None,
+    redo_suspect: bool = False,
 ) -> InferSummary:
     """Predict every cell of every slide in the manifest into ``out`` (local or s3://).
 
@@ -366,16 +393,21 @@ def run_infer(
     Slides done by an earlier run into the same ``out`` are skipped if they were
     made the same way (model, settings, slide file, µm/px); made otherwise, the
     run refuses, or redoes exactly those with ``redo_changed``. Failed and
-    unfinished slides are redone. Raises ``GhistError`` only for problems of the
-    whole run (manifest, model, another run holding ``out``); a slide's problem
-    is a row in the failures table and a count in the returned summary.
+    unfinished slides are redone; suspect ones only with ``redo_suspect``. Raises
+    ``GhistError`` only for problems of the whole run (manifest, model, another run
+    holding ``out``); a slide's problem is a row in the failures table and a count
+    in the returned summary.
     """
     started = time.perf_counter()
     shown_out = redact(out)
     sources = slide_sources(read_manifest(manifest_uri))
     model = resolve_model(model_uri, tracking_uri)
     model_dir = model.directory
-    model_config = ModelConfig.model_validate(read_model_card(model_dir)["config"])
+    card = read_model_card(model_dir)
+    model_config = ModelConfig.model_validate(card["config"])
+    plausibility = Plausibility(
+        config.plausibility, config.max_nucleus_um2, NucleiDistribution.from_card(card)
+    )
     tiling = Tiling.for_model(model_config, config)
     meta = CellsMeta(model_config.type_names, model_config.gene_names)
     meta.schema()  # gene/type name clashes fail here, before any work
@@ -398,7 +430,10 @@ def run_infer(
         done_before = layout.done_slides()
         changed = provenance.changed_slides(layout, sorted(done_before & now.keys()), now)
         _check_changed(layout, changed, redo_changed, shown_out)
-        already = done_before - changed.keys()
+        suspect = _suspect_slides(layout, done_before) if redo_suspect else set()
+        for slide_id in suspect:
+            layout.remove(layout.done_marker(slide_id))
+        already = done_before - changed.keys() - suspect
         pending = [s for s in sources if s.slide_id not in already]
         layout.reset({s.slide_id for s in pending})
         layout.record_manifest([s.slide_id for s in sources])
@@ -408,11 +443,17 @@ def run_infer(
             f"{len(pending)} to do{redo}; tiles {tiling.patch_px} px at {tiling.mpp} µm/px, "
             f"overlap {tiling.overlap_px} px -> {shown_out}"
         )
+        if plausibility.training is None and config.plausibility.enabled:
+            progress(
+                "infer: the model card has no training nuclei (trained before they were "
+                "recorded): slides are checked only for nuclei above "
+                f"{config.max_nucleus_um2:g} µm²"
+            )
         ensure_ray()
         config = wait_for_accelerator(config, progress)  # auto decided; GPUs there if wanted
         counter = start_counter()
         pipeline = _Pipeline(
-            layout, config, tiling, meta, ray.put(_model_files(model_dir)), counter
+            layout, config, tiling, meta, ray.put(_model_files(model_dir)), counter, plausibility
         )
         tracker = Progress(len(pending), progress, counter)
         runner = _Run(pipeline, now, tracker, lease, progress, _largest_node_memory())
@@ -426,6 +467,12 @@ def run_infer(
                     [{k: str(r[k]) for k in ("slide_id", "stage", "error")} for r in failed]
                 )
                 layout.remove(layout.work())
+                for row in wave_rows:
+                    if row["status"] == SUSPECT:
+                        progress(
+                            f"infer: WARNING slide {row['slide_id']} is suspect: "
+                            f"{row['reasons']} (cells written; bounds in infer.plausibility)"
+                        )
                 rows += wave_rows
                 tracker.done += len(wave_rows) - len(failed)
                 tracker.failed += len(failed)
@@ -433,23 +480,32 @@ def run_infer(
         finally:
             ray.kill(counter)
         layout.remove(layout.path("_work"))  # every run's staging: none other is alive
-        done = [r for r in rows if r["status"] == "done"]
+        done = [r for r in rows if r["status"] in ("done", SUSPECT)]  # committed
+        suspects = [
+            {"slide_id": r["slide_id"], "reasons": r["reasons"]}
+            for r in rows
+            if r["status"] == SUSPECT
+        ]
         summary = InferSummary(
             out=shown_out,
             slides=len(sources),
             skipped=len(sources) - len(pending),
             done=len(done),
+            suspect=len(suspects),
             failed=len(rows) - len(done),
             tiles=sum(int(r["tiles"]) for r in done),
             cells=sum(int(r["cells"]) for r in done),
             cut_cells=sum(int(r["cut_cells"]) for r in done),
             merged_cells=sum(int(r["merged_cells"]) for r in done),
+            large_cells=sum(int(r["large_cells"]) for r in done),
+            large_cut_cells=sum(int(r["large_cut_cells"]) for r in done),
             seconds=time.perf_counter() - started,
             failures=[
                 {k: str(r[k]) for k in ("slide_id", "stage", "error")}
                 for r in rows
                 if r["status"] == "failed"
             ],
+            suspects=suspects,
         )
         record = {
             **asdict(summary),
@@ -457,27 +513,51 @@ def run_infer(
             "manifest": redact(manifest_uri),
             "model": redact(model_uri),
             "redone_changed": sorted(changed),
+            "redone_suspect": sorted(suspect),
             "config": dump_config(config),
             "model_actors": tracker.model_actors,  # node and GPU ids: did it use GPUs?
         }
         counts = ("slides", "skipped", "done", "failed", "tiles", "cells", "seconds")
-        run.metrics.update({k: float(record[k]) for k in (*counts, "cut_cells", "merged_cells")})
+        cell_counts = ("cut_cells", "merged_cells", "large_cells", "large_cut_cells")
+        run.metrics.update({k: float(record[k]) for k in (*counts, *cell_counts)})
         run.metrics["tiles_per_s"] = summary.tiles_per_s
+        run.metrics["slides_suspect"] = float(summary.suspect)
+        if suspects:
+            listing = "\n".join(f"{s['slide_id']}: {s['reasons']}" for s in suspects)
+            (run.dir / "suspect.txt").write_text(listing + "\n")
+            run.tags[SUSPECT_TAG] = listing[:MAX_TAG_CHARS]
         run.log_output("cells", out)
         if summary.failed:
             run.error = f"{summary.failed} of {summary.slides} slides failed"
         record["tracking_uri"] = redact(run.tracking_uri)
         record["mlflow_run_id"] = run.run_id
         layout.record_run(record)
+    flagged = f" ({summary.suspect} of the done suspect)" if summary.suspect else ""
     progress(
-        f"infer: {summary.done} slides done, {summary.failed} failed, {summary.skipped} skipped; "
+        f"infer: {summary.done} slides done, {summary.failed} failed, {summary.skipped} "
+        f"skipped{flagged}; "
         f"{summary.cells:,} cells from {summary.tiles:,} tiles in {summary.seconds:.0f} s "
         f"({summary.tiles_per_s:.1f} tiles/s) -> {shown_out}"
     )
-    if summary.cut_cells:
+    progress_edges(summary, tiling.overlap_px, config.max_nucleus_um2, progress)
+    return summary
+
+
+def progress_edges(
+    summary: InferSummary, overlap_px: int, max_um2: float, progress: Callable[[str], None]
+) -> None:
+    """The line about nuclei that touched a tile edge. When most of them were implausibly
+    large, the model's segmentation is the cause, and a larger overlap would not help."""
+    edge = summary.cut_cells + summary.large_cut_cells
+    if summary.large_cut_cells > summary.cut_cells:
+        progress(
+            f"infer: {summary.large_cut_cells:,} of the {edge:,} nuclei that touched a tile "
+            f"edge were larger than {max_um2:g} µm² and dropped: implausible nuclei (the "
+            "model does not segment these slides well), not too small an overlap"
+        )
+    elif summary.cut_cells:
         progress(
             f"infer: {summary.cut_cells:,} cells touched a tile edge (nuclei larger than "
-            f"the {tiling.overlap_px} px overlap may be clipped or doubled); "
+            f"the {overlap_px} px overlap may be clipped or doubled); "
             "consider a larger infer.max_nucleus_um"
         )
-    return summary

@@ -53,7 +53,7 @@ INFER_STORE_TAG = "ghist_ray.inference_tracking_uri"
 @dataclass
 class StageRun:
     """What a stage fills while it runs: files under ``dir`` (published to ``out``),
-    numbers in ``metrics``, extra fields of the marker in ``report``."""
+    numbers in ``metrics``, extra fields of the marker in ``report``, run tags in ``tags``."""
 
     stage: str
     dir: Path
@@ -61,6 +61,7 @@ class StageRun:
     tracking_uri: str
     metrics: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # set on the run when the stage returns
     error: str | None = None  # set by a stage that completes but did not succeed
 
     def log_output(self, name: str, uri: str) -> None:
@@ -224,6 +225,8 @@ def stage_run(
         for path in sorted(p for p in folder.iterdir() if p.is_file()):
             c.log_artifact(run_id, str(path), stage)
         tracking.log_artifacts(store, run_id, folder / "config", f"{stage}/config")
+        for key, value in run.tags.items():
+            c.set_tag(run_id, key, redact_text(value))
         if out is not None:
             publish(folder, out, marker)
     except BaseException as exc:

@@ -4,8 +4,11 @@ By then every tile of the slide went through the pipeline or is recorded as
 bad, so the slide is decided here: failed (it could not be planned, or too
 many tiles were bad) or complete. A complete slide's staged fragments become
 one file sorted by ``cell_id`` (duplicates from retried tasks removed by id,
-detections on glass dropped, nuclei two tiles both kept merged), its exports
-are written, and the done marker goes last.
+detections on glass and "nuclei" above ``max_nucleus_um2`` dropped, nuclei two
+tiles both kept merged), its exports are written, and the done marker goes
+last. A complete slide whose nuclei look unlike the model's training nuclei
+(:mod:`ghist_ray.inference.plausibility`) is committed the same way, with
+status ``suspect`` and its reasons.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ import pyarrow.parquet as pq
 
 from ghist_ray.export import qc_image, write_anndata, write_geojson
 from ghist_ray.inference.plan import PLAN_FILE, THUMB_FILE, failure_text
-from ghist_ray.inference.postprocess import CellsMeta, merge_overlaps, on_tissue
+from ghist_ray.inference.plausibility import SUSPECT, Plausibility
+from ghist_ray.inference.postprocess import (
+    STAGING_SHAPE,
+    CellsMeta,
+    drop_large,
+    merge_overlaps,
+    on_tissue,
+)
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.slides.tissue import TissueMask
 
@@ -37,6 +47,7 @@ class CommitRules:
     max_bad_tiles: float
     anndata: bool
     geojson: bool
+    plausibility: Plausibility
 
 
 def summary_row(slide_id: str, status: str, **values: Any) -> dict[str, Any]:
@@ -49,9 +60,12 @@ def summary_row(slide_id: str, status: str, **values: Any) -> dict[str, Any]:
         "cut_cells": 0,
         "merged_cells": 0,
         "glass_cells": 0,
+        "large_cells": 0,
+        "large_cut_cells": 0,
         "seconds": 0.0,
         "stage": None,
         "error": None,
+        "reasons": None,
         "time": pd.Timestamp.now(tz="UTC").floor("s"),
         **values,
     }
@@ -86,7 +100,8 @@ def commit_slide(
     rules: CommitRules,
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
-    """Decide and commit one slide; returns its summary row (status done or failed).
+    """Decide and commit one slide; returns its summary row (status done, suspect
+    with its ``reasons``, or failed). A suspect slide is committed like a done one.
     ``provenance`` (see ``inference.provenance``) goes into the done marker.
 
     Never raises for a problem of the slide itself: that is a failed row.
@@ -125,9 +140,13 @@ def commit_slide(
         tissue = TissueMask(thumb["mask"], plan["slide_mpp"] * downsample, downsample)
         staged = staged_cells(layout, attempt, slide_id, meta)
         staged, counts["glass_cells"] = on_tissue(staged, tissue, plan["slide_mpp"])
+        staged, counts["large_cells"], counts["large_cut_cells"] = drop_large(
+            staged, rules.plausibility.max_nucleus_um2
+        )
         staged, counts["merged_cells"] = merge_overlaps(staged)
         counts["cut_cells"] = int(pc.sum(staged["cut"]).as_py() or 0)
-        table = staged.drop_columns(["cut"])
+        reasons = rules.plausibility.reasons(staged, tissue, counts["large_cells"])
+        table = staged.drop_columns(["cut", STAGING_SHAPE.name])
         stored = table.drop_columns(["slide_id"]).replace_schema_metadata(
             slide_meta.schema().metadata
         )
@@ -135,7 +154,12 @@ def commit_slide(
             pq.write_table(stored, tmp)
         _export(layout, slide_id, table.to_pandas(), slide_meta, rules, thumb)
         row = summary_row(
-            slide_id, "done", seconds=time.time() - plan["started"], cells=len(table), **counts
+            slide_id,
+            SUSPECT if reasons else "done",
+            seconds=time.time() - plan["started"],
+            cells=len(table),
+            reasons="; ".join(reasons) or None,
+            **counts,
         )
         listed = [bad[k] for k in sorted(bad)[:MAX_LISTED_BAD]]
         marker = {**row, "plan": plan, "bad": listed, "provenance": provenance}

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from ghist_ray.inference.plan import SlideSource, Tiling, tile_rows
 from ghist_ray.inference.postprocess import (
+    STAGING_SHAPE,
     CellsMeta,
     merge_overlaps,
     on_tissue,
@@ -53,5 +54,6 @@ def naive_slide_cells(
             )
             preds = predict_patch(model, images, min_area_px=tiling.min_nucleus_px)
             tables.append(owned_cells(per_cell(tiles, preds), meta))
-    cells = pa.concat_tables(tables).drop_columns(["cut"]).sort_by("cell_id")
+    staged = pa.concat_tables(tables)
+    cells = staged.drop_columns(["cut", STAGING_SHAPE.name]).sort_by("cell_id")
     return merge_overlaps(on_tissue(cells, tissue, slide.mpp)[0])[0]

@@ -34,11 +34,13 @@ from scipy.spatial import cKDTree
 
 from ghist_ray.errors import GhistError
 from ghist_ray.model import CellPredictions
+from ghist_ray.model.instances import instance_shapes
 from ghist_ray.slides import TileGrid, owns
 from ghist_ray.slides.tissue import TissueMask
 
 CELL_ID_TILE = 1_000_000  # more than the nuclei a patch can hold
 META_KEY = b"ghist_ray"
+STAGING_SHAPE = pa.field("eccentricity", pa.float32())  # staged, dropped at commit
 FIXED = ("slide_id", "cell_id", "x_um", "y_um", "area_um2", "cell_type")
 # Per-tile columns every stage carries along: where the tile is and how it was cut.
 TILE_COLUMNS = (
@@ -88,8 +90,9 @@ class CellsMeta:
         return pa.schema(fields, metadata={META_KEY: json.dumps(asdict(self)).encode()})
 
     def staging_schema(self) -> pa.Schema:
-        """The schema plus ``cut``, as the pipeline writes it before commit."""
-        return self.schema().append(pa.field("cut", pa.bool_()))
+        """The schema plus ``cut`` and ``eccentricity`` (for the plausibility check), as
+        the pipeline writes it before commit."""
+        return self.schema().append(pa.field("cut", pa.bool_())).append(STAGING_SHAPE)
 
     @classmethod
     def from_schema(cls, schema: pa.Schema) -> CellsMeta:
@@ -126,6 +129,7 @@ def per_cell(tiles: dict[str, np.ndarray], preds: CellPredictions) -> dict[str, 
     rows = {name: np.asarray(tiles[name])[preds.patch] for name in TILE_COLUMNS}
     rows.update(
         cut=_cut(rows, preds),
+        eccentricity=instance_shapes(preds.instances, preds.patch, preds.instance)[1],
         instance=preds.instance,
         centroid_x=preds.centroid_x,
         centroid_y=preds.centroid_y,
@@ -189,6 +193,7 @@ def owned_cells(rows: dict[str, np.ndarray], meta: CellsMeta) -> pa.Table:
     for k, g in enumerate(meta.gene_names):
         columns[g] = expression[:, k]
     columns["cut"] = rows["cut"][keep]
+    columns["eccentricity"] = rows["eccentricity"][keep]
     return pa.Table.from_pydict(
         {name: pa.array(columns[name], type=schema.field(name).type) for name in schema.names},
         schema=schema,
@@ -214,6 +219,15 @@ def merge_overlaps(table: pa.Table) -> tuple[pa.Table, int]:
     keep = np.ones(n, dtype=bool)
     keep[np.where(i_smaller, i, j)] = False
     return table.filter(keep), int(n - keep.sum())
+
+
+def drop_large(table: pa.Table, max_um2: float) -> tuple[pa.Table, int, int]:
+    """One slide's cells without "nuclei" larger than ``max_um2`` (a blob the size of a
+    tile is never a cell); also how many were dropped, and how many of those touched
+    a tile edge (so a cut cell is blamed on the model, not on the overlap)."""
+    large = table["area_um2"].to_numpy() > max_um2
+    cut = table["cut"].to_numpy(zero_copy_only=False)
+    return table.filter(~large), int(large.sum()), int((large & cut).sum())
 
 
 def on_tissue(table: pa.Table, tissue: TissueMask, slide_mpp: float) -> tuple[pa.Table, int]:

@@ -10,7 +10,10 @@ run id: start time and a random suffix, so names sort by start)::
     state/lease.json                     who runs here now (see ``inference.lease``)
     state/manifest.json                  the slide ids of the latest run's manifest
     state/failures/<run>.parquet         slide_id, stage, error, time: one file per run
-    state/slides/<run>.parquet           summary row per slide attempted by that run
+    state/slides/<run>.parquet           summary row per slide attempted by that run:
+                                         status done, suspect (committed, but its nuclei
+                                         look unlike the training ones: ``reasons``) or
+                                         failed (``stage``, ``error``)
     state/run.json                       the latest run's record, with every earlier one
                                          under ``history``
     _work/<run>/                         staging of run ``<run>``; a run removes the
@@ -64,9 +67,12 @@ SUMMARY_COLUMNS = (
     "cut_cells",
     "merged_cells",
     "glass_cells",
+    "large_cells",
+    "large_cut_cells",
     "seconds",
     "stage",
     "error",
+    "reasons",
     "time",
 )
 

@@ -99,6 +99,16 @@ def read_model_card(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def update_card(directory: str | Path, **fields: Any) -> None:
+    """Add or replace top-level fields of a saved model's card (facts learnt after the
+    weights, such as the training data's nuclei). The card is replaced whole."""
+    path = Path(directory) / CARD_FILE
+    card = {**read_model_card(directory), **fields}
+    staging = path.with_name(f".{CARD_FILE}.{os.getpid()}.partial")
+    _write_synced(staging, json.dumps(card, indent=2).encode())
+    os.replace(staging, path)
+
+
 def _first_difference(what: str, stored: Sequence[str], wanted: Sequence[str]) -> str | None:
     """One-line description of the first position where two name lists differ."""
     for i in range(max(len(stored), len(wanted))):

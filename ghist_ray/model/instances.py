@@ -71,6 +71,29 @@ def _renumber_per_patch(labels: np.ndarray, min_area_px: int) -> np.ndarray:
     return lookup[labels]
 
 
+def instance_shapes(
+    instances: np.ndarray, patch: np.ndarray, instance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Area (px) and eccentricity (0 round, 1 a line; skimage's definition) of the listed
+    nuclei of (B, H, W) `instances`, from second moments over the whole batch at once:
+    the shape a plausibility check compares with the training nuclei."""
+    b, h, w = instances.shape
+    k = int(instances.max(initial=0)) + 1
+    ids = (np.arange(b)[:, None, None] * k + instances).ravel()
+    rows, cols = (np.broadcast_to(a, instances.shape).ravel() for a in np.indices((h, w)))
+    sums = [
+        np.bincount(ids, weights, minlength=b * k)
+        for weights in (None, rows, cols, rows * rows, cols * cols, rows * cols)
+    ]
+    n, r, c, rr, cc, rc = (s[patch * k + instance].astype(np.float64) for s in sums)
+    n = np.maximum(n, 1.0)
+    var_r, var_c, cov = rr / n - (r / n) ** 2, cc / n - (c / n) ** 2, rc / n - r * c / n**2
+    spread = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
+    major, minor = (var_r + var_c) / 2 + spread, (var_r + var_c) / 2 - spread
+    ratio = np.divide(minor, major, out=np.ones_like(major), where=major > 1e-12)
+    return n.astype(np.float32), np.sqrt(np.clip(1 - ratio, 0, 1)).astype(np.float32)
+
+
 def cells_from_instances(instances: Tensor) -> tuple[Tensor, Tensor]:
     """(B, H, W) instance ids -> (cell_patch, cell_instance), every nucleus once, sorted."""
     n_ids = int(instances.max()) + 1 if instances.numel() else 1
