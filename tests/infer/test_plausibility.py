@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from ghist_ray.cli import app
 from ghist_ray.config import PlausibilityConfig
 from ghist_ray.infer import InferSummary, progress_edges
+from ghist_ray.inference.commit import summary_row
 from ghist_ray.inference.plausibility import SUSPECT, Plausibility
 from ghist_ray.inference.postprocess import CellsMeta, drop_large
 from ghist_ray.inference.state import RunLayout
@@ -27,6 +28,7 @@ from ghist_ray.model.instances import instance_shapes
 from ghist_ray.nuclei_stats import CARD_KEY, NucleiDistribution, training_distribution
 from ghist_ray.slides import open_slide
 from ghist_ray.slides.tissue import TissueMask
+from ghist_ray.summary import SummaryInputs, _inference
 from ghist_ray.tracking import client
 from tests.conftest import SHARED_DATA
 from tests.infer.conftest import GOOD, TEST_CONFIG, ReferenceRun
@@ -108,6 +110,24 @@ def test_edge_message_blames_implausible_nuclei_not_the_overlap() -> None:
     lines.clear()
     progress_edges(InferSummary(**base, cut_cells=30, large_cut_cells=3), 48, 400.0, lines.append)
     assert "consider a larger infer.max_nucleus_um" in lines[0]
+
+
+def test_summary_page_flags_suspect_slides(tmp_path: Path) -> None:
+    infer = tmp_path / "infer"
+    RunLayout(str(infer), "run-1").record_slides(
+        [
+            summary_row("a", "done", cells=10),
+            summary_row("b", SUSPECT, cells=3, reasons="median nuclear area 3,487 µm² is 99×"),
+            summary_row("c", "failed", stage="open", error="not a slide"),
+        ]
+    )
+    for slide_id in ("a", "b"):
+        (infer / "slides" / slide_id).mkdir(parents=True)
+        (infer / "slides" / slide_id / "qc.png").write_bytes(b"png")
+    page = _inference(SummaryInputs(tmp_path, tmp_path, infer, tmp_path, "sqlite:///x", "r"))
+    assert "<strong>Suspect</strong>" in page and "b: median nuclear area 3,487" in page
+    assert "b: 3 cells (SUSPECT)" in page and "a: 10 cells<" in page
+    assert "c: not a slide" in page
 
 
 def test_training_writes_the_nuclei_distribution_into_the_card(
