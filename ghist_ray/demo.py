@@ -1,12 +1,13 @@
 """The whole mission on embedded defaults, one stage after another.
 
 synthetic cohort → training shards → two Ray Train fits (the demo's, and one a
-quarter as long), each registered → both compared on the same held-out tiles,
-the winner promoted to ``@champion`` → Ray Data inference over every slide with
-``models:/<name>@champion`` → survival on the predicted cells → a one-page
-``summary.html``. Each stage's output lives under the config's ``out`` root and
-every stage logs to one MLflow store there; a stage whose output is already
-complete is reused, so re-running the demo resumes rather than starts over.
+quarter as long), each registered → both compared on the same test tiles (the
+split neither the fits nor their checkpoint choice saw), the winner promoted to
+``@champion`` → Ray Data inference over every slide with ``models:/<name>@champion``
+→ survival on the predicted cells → a one-page ``summary.html``. Each stage's
+output lives under the config's ``out`` root and every stage logs to one MLflow
+store there; a stage whose output is already complete is reused, so re-running
+the demo resumes rather than starts over.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.shards import META, ShardMeta
 from ghist_ray.slides.redact import redact
 from ghist_ray.synth import MARKER, generate_cohort
+from ghist_ray.xenium.splits import SPLITS
 
 Progress = Callable[[str], None]
 # The comparison's metrics that may promote a model, in order: types, nuclei, genes.
@@ -59,8 +61,15 @@ def ensure_shards(config: PipelineConfig, tracking_uri: str, progress: Progress)
 
     target = stage_uri(config, "shards")
     if _exists(target, META):
+        meta = ShardMeta.read(target)
+        if not all(meta.tiles.get(s) for s in SPLITS):
+            # Its models may have trained on what a new split would call test.
+            raise GhistError(
+                f"{target}: shards without a test split (made before it existed); "
+                f"remove {config.out} and run the demo again"
+            )
         progress(f"prepare: reusing the shards at {target}")
-        return ShardMeta.read(target)
+        return meta
     cohort = stage_uri(config, "cohort")
     return run_prepare(
         config.prepare,
@@ -124,7 +133,7 @@ def _registered(name: str | None, run_name: str, tracking_uri: str) -> str | Non
 def ensure_champion(
     config: PipelineConfig, models: list[str], tracking_uri: str, progress: Progress
 ) -> str:
-    """Compare the models on the held-out tiles (reusing their evaluations), promote the
+    """Compare the models on the test tiles (reusing their evaluations), promote the
     winner of the first decided metric of ``PROMOTE_BY`` to ``@champion`` (the first
     model if every one ties); the champion's URI."""
     from ghist_ray.cohort.compare import ALIAS, compare_models, promote_winner
@@ -138,7 +147,6 @@ def ensure_champion(
         models,
         stage_uri(config, "shards"),
         out,
-        split="val",
         config=config,
         tracking_uri=tracking_uri,
         progress=progress,

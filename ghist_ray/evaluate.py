@@ -6,7 +6,8 @@ cells, PCC on the top spatially variable (Moran's I of the measurement) and high
 variable genes, SSIM of binned gene maps, cell-type accuracy / macro-F1 / confusion,
 and the neighbourhood-composition error. Separately the segmentation head's nuclei are
 matched against the masks (detection F1 at IoU 0.5). No Ray: the split is read with
-pyarrow, batch by batch.
+pyarrow, batch by batch. The split is ``test`` unless asked otherwise: training chose
+its checkpoint on ``val``, so only ``test`` gives an unbiased figure.
 
 Cell positions are slide level-0 µm: ``(x0 + (cx + 0.5) · size_l0 / patch_px) · slide_mpp``
 with ``(cx, cy)`` the nucleus centroid in model pixels (pixel centres at +0.5). The slide's
@@ -14,8 +15,8 @@ level-0 µm/px comes from the shard metadata's per-slide summary; without one it
 ``meta.mpp · patch_px / size_l0`` (exact up to the rounding of ``size_l0``).
 
 Example:
-    >>> report = load_and_evaluate("models/breast-v1", "shards", "val", Path("eval"))
-    ...                                                               # doctest: +SKIP
+    >>> report = load_and_evaluate("models/breast-v1", "shards", "test", Path("eval"))
+    ...                                                                # doctest: +SKIP
     >>> report.metrics["pcc_median_svg20"]  # doctest: +SKIP
 """
 
@@ -39,6 +40,7 @@ from ghist_ray.model.config import ModelConfig
 from ghist_ray.shards import ShardMeta, iter_rows, rows_to_batch, split_dataset
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import stage_run
+from ghist_ray.xenium.splits import TEST
 
 COLUMNS = [
     "slide_id",
@@ -54,6 +56,7 @@ COLUMNS = [
     "cell_expr",
 ]
 DETECTION = ("nuclei_tp", "nuclei_fp", "nuclei_fn")  # per-tile columns of tiles.csv
+SPLIT_FILE = "split.json"  # which split (and slides) an evaluation folder scored
 MAP_GENES = 6  # genes drawn in gene_maps.png
 SSIM_CHUNK = 32  # genes binned at once (bounds memory on large slides)
 
@@ -88,11 +91,13 @@ class EvalReport:
     cells: pd.DataFrame  # slide_id, cell_id, x_um, y_um, type_true, type_pred, nbhd_mae
     tiles: pd.DataFrame  # slide_id, x0, y0, size_l0, nuclei_tp, nuclei_fp, nuclei_fn
     maps: GeneMaps | None  # top spatially variable genes of the largest slide
+    split: str  # the shard split scored, named in every output
 
     def write(self, out_dir: Path) -> list[Path]:
-        """metrics.json, genes.csv, confusion.csv, types.csv, cells.parquet, tiles.csv
-        and the PNGs; returns paths. The per-gene, per-cell and per-tile tables are
-        what ``ghist-ray compare`` resamples (paired bootstrap of two evaluations)."""
+        """metrics.json, split.json (the split and its slides), genes.csv, confusion.csv,
+        types.csv, cells.parquet, tiles.csv and the PNGs; returns paths. The per-gene,
+        per-cell and per-tile tables are what ``ghist-ray compare`` resamples (paired
+        bootstrap of two evaluations)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # JSON has no NaN: undefined metrics are written as null.
@@ -100,8 +105,10 @@ class EvalReport:
             k: None if isinstance(v, float) and math.isnan(v) else v
             for k, v in self.metrics.items()
         }
-        written = [out_dir / "metrics.json"]
+        written = [out_dir / "metrics.json", out_dir / SPLIT_FILE]
         written[0].write_text(json.dumps(clean, indent=2) + "\n")
+        slides = sorted(self.tiles["slide_id"].astype(str).unique())
+        written[1].write_text(json.dumps({"split": self.split, "slides": slides}) + "\n")
         for name, table, index in (
             ("genes.csv", self.genes, False),
             ("confusion.csv", self.confusion, True),
@@ -276,6 +283,7 @@ def _summarise(
     meta: ShardMeta,
     tiles: pd.DataFrame,
     bin_um: float,
+    split: str,
 ) -> EvalReport:
     names, n_types = list(meta.type_names), len(meta.type_names)
     n_genes = len(meta.genes)
@@ -363,7 +371,7 @@ def _summarise(
         }
     )
     maps = _gene_maps(cells, meta, chosen, pcc, bin_um)
-    return EvalReport(scalars, genes, confusion, types, table, tiles, maps)
+    return EvalReport(scalars, genes, confusion, types, table, tiles, maps, split)
 
 
 def _gene_maps(
@@ -390,7 +398,7 @@ def _gene_maps(
 def evaluate_model(
     model: GhistNet,
     shards_root: str,
-    split: str = "val",
+    split: str = TEST,
     batch_size: int = 8,
     out_dir: Path | None = None,
     *,
@@ -406,7 +414,7 @@ def evaluate_model(
     them (`InferConfig.min_nucleus_um2`).
 
     Example:
-        >>> report = evaluate_model(model, "shards", "val", out_dir=Path("eval"))  # doctest: +SKIP
+        >>> report = evaluate_model(model, "shards", out_dir=Path("eval"))  # doctest: +SKIP
         >>> report.metrics["type_macro_f1"]  # doctest: +SKIP
     """
     meta = ShardMeta.read(shards_root)
@@ -431,13 +439,15 @@ def evaluate_model(
     joined = _Cells(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     keys = pd.MultiIndex.from_arrays([joined.slide_id, joined.cell_id])
     joined = joined.take(np.flatnonzero(~keys.duplicated()))
-    report = _summarise(joined, meta, pd.concat(tiles, ignore_index=True), bin_um)
+    report = _summarise(joined, meta, pd.concat(tiles, ignore_index=True), bin_um, split)
     if out_dir is not None:
         report.write(Path(out_dir))
     return report
 
 
-def load_and_evaluate(model_dir: str, shards_root: str, split: str, out_dir: Path) -> EvalReport:
+def load_and_evaluate(
+    model_dir: str, shards_root: str, split: str = TEST, out_dir: Path | None = None
+) -> EvalReport:
     """Load the saved model in `model_dir`, check it matches the shards, evaluate, write.
 
     Runs on the GPU when there is one.
@@ -456,13 +466,14 @@ def load_and_evaluate(model_dir: str, shards_root: str, split: str, out_dir: Pat
 def run_evaluate(
     model_uri: str,
     shards_root: str,
-    split: str,
     out: str,
+    split: str = TEST,
     tracking_uri: str | None = None,
     experiment: str | None = None,
 ) -> EvalReport:
     """``load_and_evaluate`` of any model URI as one MLflow run linked to the model's
-    version and training run; the tables and pictures go to ``out`` and the run."""
+    version and training run; the tables and pictures go to ``out`` and the run, whose
+    param ``split`` names the split scored."""
     store = tracking.store_uri(tracking_uri)
     params = {"shards": redact(shards_root), "split": split}
     with stage_run(

@@ -4,7 +4,8 @@ Per paired slide, a Ray task reads the Xenium run, checks its registration to
 the H&E, labels every cell (labels need the whole slide) and lists the tiles
 that hold enough cells. A Ray Data pipeline then reads and labels those tiles
 in an actor pool — each actor keeps the slides it has opened — and writes
-Parquet shards partitioned by split (see :mod:`ghist_ray.shards`).
+Parquet shards partitioned by split: train, val and test, spatially separated
+(see :mod:`ghist_ray.xenium.splits` and :mod:`ghist_ray.shards`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ghist_ray.slides import open_slide, redact, tile_grid
 from ghist_ray.stage_run import stage_run
 from ghist_ray.xenium import Alignment, read_xenium, validate_alignment
 from ghist_ray.xenium.pairs import LabelRules, PairedSlide, build_pair, label_tile
-from ghist_ray.xenium.splits import split_band, split_slides
+from ghist_ray.xenium.splits import SPLITS, assign_slides, band_edges, split_band
 
 ALIGNMENT_GLOB = "*imagealignment*.csv"
 
@@ -164,21 +165,39 @@ class TileLabeller:
         return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def _tile_table(plans: dict[str, dict], config: PrepareConfig) -> pd.DataFrame:
-    """All tiles of all slides with their split; the guard-gap tiles of a band split dropped."""
-    by_slide = split_slides(list(plans), config.val_fraction, config.seed)
-    frames = []
+def _tile_table(
+    plans: dict[str, dict], config: PrepareConfig
+) -> tuple[pd.DataFrame, dict[str, dict[str, list[float]]]]:
+    """All tiles of all slides with their split (see :mod:`ghist_ray.xenium.splits`),
+    the guard-gap tiles dropped; and the x range of each band of the slides cut
+    into bands."""
+    shares = assign_slides(list(plans), config.val_fraction, config.test_fraction, config.seed)
+    frames, bands = [], {}
     for sid, plan in plans.items():
         t = pd.DataFrame(plan["tiles"])
-        if by_slide[sid] == "band":
-            t["split"] = split_band(
-                t["x0"].to_numpy(), t["size_l0"].to_numpy(), plan["width"], config.val_fraction
-            )
-        else:
-            t["split"] = by_slide[sid]
+        size = t["size_l0"].to_numpy()
+        edges = band_edges(plan["width"], shares[sid], float(size.max(initial=0)))
+        t["split"] = split_band(t["x0"].to_numpy(), size, plan["width"], edges)
+        if len(edges) > 1:
+            bands[sid] = {split: [round(lo, 1), round(hi, 1)] for split, (lo, hi) in edges.items()}
         t.insert(0, "slide_id", sid)
         frames.append(t[t["split"] != ""])
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), bands
+
+
+def _check_splits(
+    tiles: pd.DataFrame, plans: dict[str, dict], config: PrepareConfig, source: str
+) -> None:
+    """Refuse shards with an empty split: training needs train and val, the held-out
+    figures test."""
+    empty = [s for s in SPLITS if not (tiles["split"] == s).any()]
+    if empty:
+        raise GhistError(
+            f"{source}: the {' and '.join(empty)} split would be empty ({len(plans)} paired "
+            f"slide(s), {len(tiles)} tiles with ≥ {config.min_cells} cells, val_fraction "
+            f"{config.val_fraction:g}, test_fraction {config.test_fraction:g}); add paired "
+            "slides or change the fractions"
+        )
 
 
 def _common_panel(plans: dict[str, dict]) -> list[str]:
@@ -264,9 +283,8 @@ def _write_shards(
             f"(dropped {plan['dropped']}), {len(plan['tiles']['x0'])} tiles with ≥ "
             f"{config.min_cells} cells"
         )
-    tiles = _tile_table(plans, config)
-    if tiles.empty or set(tiles["split"]) != {"train", "val"}:
-        raise GhistError(f"{manifest_uri}: too few tiles with cells for a train and a val split")
+    tiles, bands = _tile_table(plans, config)
+    _check_splits(tiles, plans, config, manifest_uri)
     sources_by_id = {s.slide_id: s for s in sources}
     workers = config.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     genes = _common_panel(plans)
@@ -289,6 +307,7 @@ def _write_shards(
             .to_table(columns=["split", "slide_id"])
             .to_pandas()
         )
+        _check_splits(counts, plans, config, manifest_uri)  # labelling may drop tiles
         meta = ShardMeta(
             genes=genes,
             type_names=list(type_names),
@@ -297,10 +316,11 @@ def _write_shards(
             expr_scale=config.expr_scale,
             nbhd_radius_um=config.nbhd_radius_um,
             tiles=counts["split"].value_counts().to_dict(),
-            slides={s: sorted(set(counts.slide_id[counts.split == s])) for s in ("train", "val")},
+            slides={s: sorted(set(counts.slide_id[counts.split == s])) for s in SPLITS},
             summary=[
                 {k: v for k, v in p.items() if k not in {"tiles", "panel"}} for p in plans.values()
             ],
+            bands=bands,
         )
         meta.write(target)
     progress(

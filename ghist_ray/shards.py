@@ -5,14 +5,17 @@ Row columns: ``slide_id, x0, y0, size_l0`` (the tile's level-0 box), ``split``,
 instances: every nucleus, labelled or not), and per labelled cell
 ``cell_instance, cell_id, cell_type`` (-1 = low-confidence type) and the
 flattened ``cell_nbhd`` (k × C) and ``cell_expr`` (k × G). The data set's gene
-panel, type names, resolution and counts are in ``dataset.json`` beside it.
+panel, type names, resolution, counts and which slides (and, for slides cut into
+bands, which x ranges) make each split are in ``_dataset.json`` beside it. Splits:
+``train`` (fitting), ``val`` (checkpoint choice), ``test`` (every held-out figure;
+see :mod:`ghist_ray.xenium.splits`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import imagecodecs
@@ -69,6 +72,8 @@ class ShardMeta:
     tiles: dict[str, int]  # per split
     slides: dict[str, list[str]]  # per split
     summary: list[dict]
+    # Slides cut into bands: per slide, each split's level-0 x range (guard gaps between)
+    bands: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def write(self, root: str) -> None:
         fs, path = uri.filesystem(root)

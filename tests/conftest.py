@@ -14,9 +14,10 @@ from ghist_ray.config import SynthConfig
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 assert SHARED_DATA.is_dir(), f"{SHARED_DATA}: the shared real-data folder is missing"
 
-# Small enough to generate in seconds, large enough for every reader in the system.
+# Small enough to generate in seconds, large enough for every reader in the system;
+# three paired slides: one each for train, val and test.
 SMALL_COHORT = SynthConfig(
-    n_slides=4, n_xenium=2, seed=7, width_um=768.0, height_um=640.0, workers=2
+    n_slides=4, n_xenium=3, seed=7, width_um=768.0, height_um=640.0, workers=2
 )
 
 

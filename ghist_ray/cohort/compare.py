@@ -67,6 +67,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.shards import ShardMeta
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import INFER_RUN_TAG, StageRun, inference_links, stage_run
+from ghist_ray.xenium.splits import TEST
 
 Progress = Callable[[str], None]
 ALIAS = "champion"
@@ -116,7 +117,7 @@ def _evaluation(model: ModelRef, bench: Bench, out: str) -> tuple[str, bool]:
     found = find_run(bench.store, "evaluate", model, params, EVAL_FILES)
     if found is not None:
         return found.info.run_id, True
-    run_evaluate(model.pinned, bench.shards, bench.split, out, bench.store, bench.experiment)
+    run_evaluate(model.pinned, bench.shards, out, bench.split, bench.store, bench.experiment)
     return _marker_run(out, "evaluate"), False
 
 
@@ -264,7 +265,7 @@ def compare_models(
     progress: Progress = print,
 ) -> Comparison:
     """Evaluate (or reuse evaluations of) every model on ``split`` of ``shards``
-    (default ``test`` if the shards have one, else ``val``) and, with ``manifest``
+    (default ``test``: ``val`` chose the checkpoints, so it flatters) and, with ``manifest``
     and ``clinical``, on that cohort; compare each with the first (module
     docstring) in one ``compare`` run whose files go to ``out``. With ``promote``
     (a metric), the alias ``champion`` moves to that metric's winner; a tie or a
@@ -278,7 +279,7 @@ def compare_models(
     if not uris.is_remote(shards):
         shards = str(Path(shards).resolve())
     meta = ShardMeta.read(shards)
-    split = split or ("test" if meta.tiles.get("test") else "val")
+    split = split or TEST
     if not meta.tiles.get(split):
         have = ", ".join(f"{k} ({v} tiles)" for k, v in meta.tiles.items() if v) or "none"
         raise GhistError(f"{shards}: no split={split} tiles (the shards have: {have})")
@@ -310,7 +311,7 @@ def compare_models(
         ) as run,
         tempfile.TemporaryDirectory(prefix="ghist_ray-compare-") as folder,
     ):
-        run.report.update(bootstrap=bootstrap_n, seed=seed)
+        run.report.update(bootstrap=bootstrap_n, seed=seed, split=split)
         scored = [_score(ref, k, bench, progress, Path(folder)) for k, ref in enumerate(refs)]
         table = compare_table(scored, len(meta.type_names), bootstrap_n, seed)
         winners = _write(run, bench, scored, table)

@@ -79,7 +79,7 @@ def registry(small_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Re
     root = tmp_path_factory.mktemp("compare")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     meta = ShardMeta.read(str(small_shards))
-    split = "test" if meta.tiles.get("test") else "val"
+    split = "test"  # the default: the split neither training nor its checkpoint choice read
     types = split_dataset(str(small_shards), split).to_table(columns=["cell_type"])
     flat = np.concatenate(types.column("cell_type").to_pylist())
     counts = np.bincount(flat[flat >= 0], minlength=len(meta.type_names))
@@ -140,6 +140,7 @@ def test_compare_evaluates_both_on_the_same_tiles_then_reuses_them(
     page = (out / "compare.html").read_text()
     assert "data:image/png;base64," in page and "type_accuracy" in page and "<table" in page
     marker = json.loads((out / "compare.json").read_text())
+    assert marker["split"] == "test"
     assert [m["evaluate_run"] for m in marker["models"]] == [
         r.info.run_id for r in sorted(runs, key=lambda r: r.data.tags[MODEL_VERSION_TAG])
     ]

@@ -15,11 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 # learns in that time is not the point here; that every stage runs and links is.
 TINY = [
     "synth.n_slides=8",
-    "synth.n_xenium=2",
+    "synth.n_xenium=3",  # a slide each for train, val and test
     "synth.width_um=192",
     "synth.height_um=192",
     "synth.workers=2",
-    "prepare.val_fraction=0.5",
     "train.epochs=1",
     "train.max_steps_per_epoch=3",
     "train.max_val_batches=2",

@@ -44,7 +44,12 @@ def test_every_stage_ran_and_is_linked_in_mlflow(demo_run: tuple[PipelineConfig,
     assert {"prepare", "train", "evaluate", "compare", "infer", "survival"} <= set(stages)
     assert len(stages["train"]) == 2  # the demo fit and the shorter one
     champion = client.get_model_version_by_alias("ghist-demo", "champion")
-    assert json.loads((out / "compare" / "compare.json").read_text())["models"]
+    compared = json.loads((out / "compare" / "compare.json").read_text())
+    assert compared["models"] and compared["split"] == "test"
+    # Every held-out figure is the test split's, and says so.
+    assert json.loads((out / "evaluate" / "split.json").read_text())["split"] == "test"
+    assert {r.data.params["eval_split"] for r in stages["train"]} == {"test"}
+    assert {r.data.params["split"] for r in stages["evaluate"]} == {"test"}
     (infer,) = stages["infer"]
     assert infer.data.tags["ghist_ray.model"] == "models:/ghist-demo@champion"
     assert infer.data.tags["ghist_ray.model_version"] == str(champion.version)  # the alias
@@ -95,7 +100,7 @@ def test_summary_page_renders_with_all_pictures(
     assert sum(s.endswith("/qc.png") for s in sources) == demo_run[0].synth.n_slides
     assert "compare/compare.png" in sources
     assert headings[:4] == [
-        "Model on held-out Xenium",
+        "Model on held-out Xenium: the test split",
         "Model comparison",
         "Cohort inference",
         "Survival on predicted cells",

@@ -72,7 +72,7 @@ def _spatial(x_um: np.ndarray, y_um: np.ndarray) -> np.ndarray:
 
 
 def write_shards(root: Path, seed: int = 0, duplicate_first_tile: bool = False) -> Handmade:
-    """Write the six hand-made val tiles (plus a copy of the first if asked) under `root`."""
+    """Write the six hand-made test tiles (plus a copy of the first if asked) under `root`."""
     rng = np.random.default_rng(seed)
     rows, cells = [], []
     grid = np.arange(6, PATCH_PX - 4, 10)  # 6 x 6 nuclei per tile, 10 px apart
@@ -100,15 +100,15 @@ def write_shards(root: Path, seed: int = 0, duplicate_first_tile: bool = False) 
         nbhd = rng.dirichlet(np.ones(len(TYPES)), n).astype(np.float32)
         ids = np.array([f"{slide}-{col}{row}-{k}" for k in labelled])
         tile = TileCells(mask, (labelled + 1).astype(np.int32), ids, cell_type, nbhd, expr)
-        rows.append(encode_tile(slide, x0, y0, SIZE_L0, "val", image, tile))
+        rows.append(encode_tile(slide, x0, y0, SIZE_L0, "test", image, tile))
         planted = {"slide_id": slide, "cell_id": ids, "x_um": x_um, "y_um": y_um}
         planted |= {"cell_type": cell_type} | dict(zip(GENES, expr.T, strict=True))
         cells.append(pd.DataFrame(planted))
     if duplicate_first_tile:
         rows.append(rows[0])
     table = pa.Table.from_pylist(rows, schema=SCHEMA).drop_columns(["split"])
-    (root / "split=val").mkdir(parents=True)
-    pq.write_table(table, root / "split=val" / "part-0.parquet")
+    (root / "split=test").mkdir(parents=True)
+    pq.write_table(table, root / "split=test" / "part-0.parquet")
     meta = ShardMeta(
         genes=GENES,
         type_names=TYPES,
@@ -116,8 +116,8 @@ def write_shards(root: Path, seed: int = 0, duplicate_first_tile: bool = False) 
         patch_px=PATCH_PX,
         expr_scale=5.0,
         nbhd_radius_um=30.0,
-        tiles={"val": len(rows)},
-        slides={"val": ["S1", "S2"]},
+        tiles={"test": len(rows)},
+        slides={"test": ["S1", "S2"]},
         summary=[{"slide_id": s, "slide_mpp": SLIDE_MPP} for s in ("S1", "S2")],
     )
     meta.write(str(root))
@@ -143,7 +143,7 @@ class Oracle(GhistNet):
     neighbourhood — read straight from the Parquet files, independently of `evaluate`.
     """
 
-    def __init__(self, config: ModelConfig, shards_root: Path, split: str = "val") -> None:
+    def __init__(self, config: ModelConfig, shards_root: Path, split: str = "test") -> None:
         super().__init__(config)
         table = pads.dataset(shards_root / f"split={split}", format="parquet").to_table()
         g, c = config.n_genes, config.n_types

@@ -82,7 +82,7 @@ def _assert_written(out: Path, n_cells: int) -> None:
 def untrained_report(handmade: Handmade, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("eval") / "untrained"
     net = _untrained(handmade.meta).train()
-    report = evaluate_model(net, str(handmade.root), "val", 4, out, bin_um=BIN_UM)
+    report = evaluate_model(net, str(handmade.root), "test", 4, out, bin_um=BIN_UM)
     return report, out, net
 
 
@@ -105,6 +105,7 @@ def test_untrained_model_report_is_complete(untrained_report, handmade: Handmade
     assert int(report.confusion.to_numpy().sum()) == m["n_typed_cells"]
     assert list(report.types["type"]) == TYPES and len(report.cells) == n
     _assert_written(out, n)
+    assert json.loads((out / "split.json").read_text()) == {"split": "test", "slides": ["S1", "S2"]}
     written = pd.read_csv(out / "genes.csv")
     np.testing.assert_allclose(written["pcc"], report.genes["pcc"])
 
@@ -150,7 +151,8 @@ def test_overlapping_tiles_score_each_cell_once(tmp_path: Path) -> None:
 
 def test_load_and_evaluate_checks_model_against_shards(handmade: Handmade, tmp_path: Path):
     good = save_model(_untrained(handmade.meta), tmp_path / "good")
-    report = load_and_evaluate(str(good), str(handmade.root), "val", tmp_path / "out")
+    report = load_and_evaluate(str(good), str(handmade.root), out_dir=tmp_path / "out")
+    assert report.split == "test"  # the default: the split nothing in training read
     assert report.metrics["n_cells"] == len(handmade.cells)
     assert (tmp_path / "out" / "gene_maps.png").stat().st_size > 0
 
@@ -159,11 +161,11 @@ def test_load_and_evaluate_checks_model_against_shards(handmade: Handmade, tmp_p
     with pytest.raises(
         GhistError, match=r"bad: gene panel .*position 4.*'OTHER'.*'NOISE1'.*shards"
     ):
-        load_and_evaluate(str(bad), str(handmade.root), "val", tmp_path / "out2")
+        load_and_evaluate(str(bad), str(handmade.root), "test", tmp_path / "out2")
     with pytest.raises(GhistError, match="not a saved model"):
-        load_and_evaluate(str(tmp_path / "missing"), str(handmade.root), "val", tmp_path / "o")
-    with pytest.raises(GhistError, match="no split=test shards"):
-        evaluate_model(_untrained(handmade.meta), str(handmade.root), "test")
+        load_and_evaluate(str(tmp_path / "missing"), str(handmade.root), "test", tmp_path / "o")
+    with pytest.raises(GhistError, match="no split=val shards"):
+        evaluate_model(_untrained(handmade.meta), str(handmade.root), "val")
     coarse = GhistNet(small_config(handmade.meta, mpp=1.0))
     with pytest.raises(GhistError, match="µm/px"):
         evaluate_model(coarse, str(handmade.root))
@@ -181,9 +183,9 @@ def real_shards(small_shards: Path) -> Path:
 def test_real_shards_oracle_counts_every_cell_in_place(real_shards: Path, small_cohort: Path):
     meta = ShardMeta.read(str(real_shards))
     oracle = Oracle(small_config(meta), real_shards)
-    report = evaluate_model(oracle, str(real_shards), "val")
-    rows = pads.dataset(real_shards / "split=val", format="parquet").to_table().to_pandas()
-    assert report.metrics["n_tiles"] == len(rows) == meta.tiles["val"]
+    report = evaluate_model(oracle, str(real_shards))
+    rows = pads.dataset(real_shards / "split=test", format="parquet").to_table().to_pandas()
+    assert report.metrics["n_tiles"] == len(rows) == meta.tiles["test"]
     assert report.metrics["n_cells"] == sum(len(ids) for ids in rows["cell_id"])
     pcc = report.genes["pcc"].to_numpy()
     np.testing.assert_allclose(pcc[np.isfinite(pcc)], 1.0, atol=1e-5)
@@ -194,7 +196,7 @@ def test_real_shards_oracle_counts_every_cell_in_place(real_shards: Path, small_
     assert report.metrics["nuclei_f1"] > 0.9  # watershed of the true masks' own maps
     # Positions agree with the generator's nucleus centres (slide level-0 µm).
     truth = pd.concat(
-        pd.read_parquet(small_cohort / "truth" / f"{s}.parquet") for s in meta.slides["val"]
+        pd.read_parquet(small_cohort / "truth" / f"{s}.parquet") for s in meta.slides["test"]
     )
     placed = report.cells.merge(
         truth.rename(columns={"x_um": "x_true", "y_um": "y_true", "cell_id": "truth_id"}),
@@ -209,12 +211,12 @@ def test_real_shards_oracle_counts_every_cell_in_place(real_shards: Path, small_
 def test_real_shards_untrained_model_runs(real_shards: Path, tmp_path: Path) -> None:
     """The real network on real 256² tiles (two of them, to stay fast)."""
     subset = tmp_path / "subset"
-    (subset / "split=val").mkdir(parents=True)
-    table = pads.dataset(real_shards / "split=val", format="parquet").to_table()
-    pq.write_table(table.slice(0, 2), subset / "split=val" / "part-0.parquet")
+    (subset / "split=test").mkdir(parents=True)
+    table = pads.dataset(real_shards / "split=test", format="parquet").to_table()
+    pq.write_table(table.slice(0, 2), subset / "split=test" / "part-0.parquet")
     meta = ShardMeta.read(str(real_shards))
     meta.write(str(subset))
-    report = evaluate_model(_untrained(meta), str(subset), "val", out_dir=tmp_path / "out")
+    report = evaluate_model(_untrained(meta), str(subset), out_dir=tmp_path / "out")
     n = sum(len(ids) for ids in table.slice(0, 2).column("cell_id").to_pylist())
     assert report.metrics["n_cells"] == n and report.metrics["n_tiles"] == 2
     assert len(report.genes) == len(meta.genes)

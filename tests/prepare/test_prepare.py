@@ -47,14 +47,49 @@ def _source_counts(outs: Path) -> tuple[list[str], list[str], sparse.csc_matrix]
 
 
 def test_meta_splits_are_whole_slides(shards: Path, small_cohort: Path) -> None:
+    """Three paired slides: one whole slide each for train, val and test."""
     meta = ShardMeta.read(str(shards))
     assert meta.type_names == list(TYPE_NAMES)
     assert len(meta.genes) == 280 and meta.patch_px == 256
-    assert set(meta.tiles) == {"train", "val"} and min(meta.tiles.values()) > 0
-    assert not set(meta.slides["train"]) & set(meta.slides["val"])
+    assert set(meta.tiles) == {"train", "val", "test"} and min(meta.tiles.values()) > 0
+    assert sorted(s for ids in meta.slides.values() for s in ids) == sorted(
+        pd.read_parquet(small_cohort / "manifest.parquet").query("has_xenium").slide_id
+    )  # every paired slide in exactly one split
+    assert all(len(ids) == 1 for ids in meta.slides.values()) and meta.bands == {}
     rows = _rows(shards)
     assert rows.groupby("slide_id")["split"].nunique().max() == 1
-    assert sorted(rows["split"].unique()) == ["train", "val"]
+    assert sorted(rows["split"].unique()) == ["test", "train", "val"]
+    for split, ids in meta.slides.items():
+        assert set(rows.slide_id[rows.split == split]) == set(ids)
+        assert (rows.split == split).sum() == meta.tiles[split]
+
+
+def test_one_paired_slide_is_cut_into_bands_with_guard_gaps(
+    small_cohort: Path, tmp_path: Path
+) -> None:
+    manifest = pd.read_parquet(small_cohort / "manifest.parquet").query("has_xenium").head(1)
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    out = tmp_path / "shards"
+    config = CONFIG.model_copy(update={"val_fraction": 0.25, "test_fraction": 0.25})
+    run_prepare(
+        config,
+        str(tmp_path / "manifest.parquet"),
+        str(small_cohort / "reference" / "profiles.csv"),
+        str(out),
+        progress=lambda _: None,
+    )
+    meta, rows = ShardMeta.read(str(out)), _rows(out)
+    (slide,) = manifest.slide_id
+    # 3,072 px wide, 256 px tiles: train | gap | val | gap | test, left to right
+    assert meta.bands == {slide: {"train": [0, 1536], "val": [1792, 2304], "test": [2560, 3072]}}
+    assert meta.slides == {"train": [slide], "val": [slide], "test": [slide]}
+    right = rows.x0 + rows.size_l0
+    for split, (lo, hi) in meta.bands[slide].items():
+        inside = rows[rows.split == split]
+        assert len(inside) == meta.tiles[split] > 0
+        assert (inside.x0 >= lo).all() and (right[inside.index] <= hi).all()
+    gap = rows[rows.split == "test"].x0.min() - right[rows.split == "train"].max()
+    assert gap >= 2 * 256  # no test tile within a tile of a training tile
 
 
 def test_every_shard_cell_maps_back_to_its_source(shards: Path, small_cohort: Path) -> None:

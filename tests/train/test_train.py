@@ -20,13 +20,15 @@ from ghist_ray import tracking
 from ghist_ray.config import TrainConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.model import load_model, read_model_card
-from ghist_ray.shards import META
+from ghist_ray.shards import META, ShardMeta
 from ghist_ray.train import check_shards, run_train
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_run_is_logged_evaluated_and_registered(training_run) -> None:
+def test_run_is_logged_evaluated_and_registered(
+    training_run, small_shards: Path, tmp_path: Path
+) -> None:
     client = MlflowClient(tracking_uri=training_run.tracking_uri)
     run = client.get_run(training_run.run_id)
     assert run.info.status == "FINISHED"
@@ -41,6 +43,16 @@ def test_run_is_logged_evaluated_and_registered(training_run) -> None:
     pictures = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert any(p.endswith(".png") for p in pictures)
     assert "eval_nuclei_f1" in run.data.metrics
+    # The held-out figures are the test split's, and the run says so.
+    meta = ShardMeta.read(str(small_shards))
+    assert run.data.params["eval_split"] == "test"
+    assert int(run.data.params["test_tiles"]) == meta.tiles["test"]
+    assert run.data.metrics["eval_n_tiles"] == meta.tiles["test"]
+    scored = client.download_artifacts(run.info.run_id, "evaluation/split.json", str(tmp_path))
+    assert json.loads(Path(scored).read_text()) == {
+        "split": "test",
+        "slides": meta.slides["test"],
+    }
 
     # The nucleus thresholds were fitted on training tiles and went into the card.
     config = load_model(training_run.model_dir).config
@@ -158,6 +170,41 @@ def test_empty_split_fails_before_any_worker(small_shards: Path, tmp_path: Path)
     target = _copy_meta(small_shards, tmp_path, tiles={"train": 10, "val": 0})
     with pytest.raises(GhistError, match=r"the (train|val) split is empty"):
         check_shards(str(target), TrainConfig())
+
+
+def test_a_fit_that_ends_in_its_evaluation_needs_the_test_split(
+    small_shards: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "shards"
+    shutil.copytree(small_shards, target, ignore=shutil.ignore_patterns("split=test"))
+    with pytest.raises(GhistError, match="the test split is empty"):
+        check_shards(str(target), TrainConfig())
+    assert check_shards(str(target), TrainConfig(), evaluate=False).genes  # fit alone: fine
+
+
+@pytest.mark.timeout(600)
+def test_training_never_reads_the_test_split(
+    small_shards: Path, ray_session: None, tmp_path: Path
+) -> None:
+    """Test tiles that cannot be read change nothing: the fit and its checkpoint
+    choice read train and val only."""
+    target = tmp_path / "shards"
+    shutil.copytree(small_shards, target)
+    for part in (target / "split=test").rglob("*.parquet"):
+        part.write_bytes(b"not parquet")
+    config = TrainConfig(
+        name="no-test",
+        epochs=1,
+        max_steps_per_epoch=1,
+        max_val_batches=1,
+        batch_size=2,
+        calibrate_tiles=0,
+        register_as=None,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    result = run_train(config, str(target), str(tmp_path / "out"), evaluate=False)
+    assert result.metrics["epoch"] == 0 and "val_score" in result.metrics
+    assert not any(k.startswith("eval_") for k in result.metrics)
 
 
 def test_wrong_schema_fails_before_any_worker(small_shards: Path, tmp_path: Path) -> None:
