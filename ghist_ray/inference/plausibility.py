@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ghist_ray.config import PlausibilityConfig
 from ghist_ray.nuclei_stats import NucleiDistribution, describe
@@ -95,9 +96,8 @@ def slide_distribution(
     cells: pa.Table, tissue: TissueMask, type_names: list[str]
 ) -> NucleiDistribution:
     """The nuclei of one slide's cells (``area_um2, eccentricity, cell_type``) on its tissue."""
-    names = np.asarray(cells["cell_type"].to_numpy(zero_copy_only=False), dtype=object)
-    lookup = {name: k for k, name in enumerate(type_names)}
-    types = np.fromiter((lookup.get(n, -1) for n in names), np.int64, len(names))
+    found = pc.index_in(cells["cell_type"], value_set=pa.array(type_names, pa.string()))
+    types = found.fill_null(-1).to_numpy().astype(np.int64)
     return describe(
         cells["area_um2"].to_numpy().astype(np.float64),
         cells["eccentricity"].to_numpy().astype(np.float64),
