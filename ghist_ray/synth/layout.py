@@ -30,10 +30,10 @@ from ghist_ray.synth.noise import (
 FIELD_UM = 8.0  # grid step of the coarse fields
 CHUNK = 400_000  # candidate cells evaluated at once
 HARMONICS = (2, 3, 4)  # boundary ripples of a nucleus outline
-NEST_SPACING_UM = 7.0  # tumour-cell lattice: one cell per lattice cell
+NEST_SPACING_UM = 7.5  # tumour-cell lattice: one cell per lattice cell
 NEST_JITTER = 0.75  # fraction of its lattice cell a tumour-cell centre may wander over
 NEST_EMPTY = 0.12  # lattice cells whose nucleus lies outside the section plane
-OVERLAP = 0.35  # two nuclei may overlap by this fraction of their summed reach
+OVERLAP = 0.3  # two nuclei may overlap by this fraction of their summed reach
 
 
 @dataclass(frozen=True)

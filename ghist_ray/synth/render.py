@@ -46,7 +46,7 @@ EOSIN_OD = 0.85
 BORDER_GRID_UM = 1.0  # cell borders are computed on this global grid, then interpolated
 STROMA_GRID_UM = 0.5  # and the stroma's fibres on this one
 MEMBRANE_UM = 0.35  # half-width of a cell membrane line
-BLUR_TRUNCATE = 3.0  # Gaussian kernel radius in sigmas
+BLUR_TRUNCATE = 2.0  # Gaussian kernel radius in sigmas (the kernel is renormalised)
 _HALO = np.array([t.halo for t in CELL_TYPES])
 _MALIGNANT = TYPE_NAMES.index("Malignant")
 
@@ -91,11 +91,14 @@ def _global_grid(at: GridSampler, step_um: float) -> tuple[GridSampler, np.ndarr
 def _stroma_eosin(scene: SlideScene, at: GridSampler) -> np.ndarray:
     """Fibrous eosin texture running along the local fibre direction.
 
-    Computed on a slide-wide STROMA_GRID_UM grid and interpolated: fibres are
-    ~1 µm across, and at 0.25 µm/px this is a quarter of the per-pixel work.
+    At finer scans it is computed on a slide-wide STROMA_GRID_UM grid and
+    interpolated: fibres are ~1 µm across, and at 0.25 µm/px this is a quarter of
+    the per-pixel work.
     """
     seed = scene.seed
-    at, fy, fx = _global_grid(at, STROMA_GRID_UM)
+    fine = scene.mpp < STROMA_GRID_UM
+    if fine:
+        at, fy, fx = _global_grid(at, STROMA_GRID_UM)
     xu, yu = np.meshgrid(at.xs, at.ys)
     angle = at.field(scene.fields.angle)
     along = xu * np.cos(angle) + yu * np.sin(angle)
@@ -103,7 +106,8 @@ def _stroma_eosin(scene: SlideScene, at: GridSampler) -> np.ndarray:
     fibre = value_noise(along / 7.0, across / 0.9, 1.0, seed + 21)
     coarse = at.noise(25.0, seed + 22)
     eosin = 0.35 + 0.55 * fibre + 0.2 * coarse
-    return _upsample(np.where(fibre < 0.18, eosin * 0.35, eosin), fy, fx)  # clefts between fibres
+    eosin = np.where(fibre < 0.18, eosin * 0.35, eosin)  # clefts between fibres
+    return _upsample(eosin, fy, fx) if fine else eosin
 
 
 def _upsample(grid: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
@@ -130,21 +134,21 @@ def _cell_borders(at: GridSampler, seed: int) -> tuple[np.ndarray, np.ndarray]:
     lx, ly = np.meshgrid(np.arange(cx[0] - 1, cx[-1] + 2), np.arange(cy[0] - 1, cy[-1] + 2))
     px, py = nest_lattice(lx, ly, seed)
     tint = lattice_hash(lx, ly, seed + 34)
-    f1 = np.full((len(gy), len(gx)), np.inf)
+    f1 = np.full((len(gy), len(gx)), np.inf)  # squared distances, nearest and second
     f2 = f1.copy()
     t1 = np.zeros_like(f1)
     for b in (0, 1, 2):
+        rows = cy - cy[0] + b
+        qx, qy, qt = (np.take(a, rows, axis=0) for a in (px, py, tint))
         for a in (0, 1, 2):
-            cell = np.ix_(cy - cy[0] + b, cx - cx[0] + a)
-            d = np.hypot(gx[None, :] - px[cell], gy[:, None] - py[cell])
-            closer = d < f1
-            f2 = np.where(closer, f1, np.minimum(f2, d))
-            f1 = np.where(closer, d, f1)
-            t1 = np.where(closer, tint[cell], t1)
-    nearest = np.take(
-        np.take(t1, np.rint(fx).astype(np.int64), axis=1), np.rint(fy).astype(np.int64), axis=0
-    )
-    return _upsample((f2 - f1) / 2, fy, fx), nearest
+            cols = cx - cx[0] + a
+            dx = gx - np.take(qx, cols, axis=1)
+            dy = gy[:, None] - np.take(qy, cols, axis=1)
+            d = dx * dx + dy * dy
+            t1 = np.where(d < f1, np.take(qt, cols, axis=1), t1)
+            f2 = np.minimum(f2, np.maximum(f1, d))
+            f1 = np.minimum(f1, d)
+    return _upsample((np.sqrt(f2) - np.sqrt(f1)) / 2, fy, fx), _upsample(t1, fy, fx)
 
 
 def _light(

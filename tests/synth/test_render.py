@@ -86,7 +86,7 @@ def test_nuclei_touch_and_overlap_in_nests(layout) -> None:
         rr, cc = fill_polygon(poly[:, 1], poly[:, 0], shape=painted.shape)
         covered.append((painted[rr, cc] > k + 1).mean())  # a later nucleus in front
     behind = np.array(covered) > 0.05
-    assert 0.03 < behind.mean() < 0.5  # some partly hidden by a neighbour, none buried
+    assert 0.015 < behind.mean() < 0.5  # some partly hidden by a neighbour, none buried
     assert max(covered) < 0.9
     # Touching: about a fifth of real MoNuSeg nuclei (median of 9 tiles) touch another.
     touching = set()
