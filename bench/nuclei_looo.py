@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--tracking-uri", help="MLflow store a models:/ URI is resolved in")
     parser.add_argument("--steps", type=int, default=300, help="fine-tuning steps per organ")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--time-budget-min", type=float, help="per organ")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     parser.add_argument("--cryonuseg", action="store_true", help="also train on CryoNuSeg")
