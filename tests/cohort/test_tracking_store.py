@@ -64,8 +64,12 @@ def test_tracking_store_defaults_to_the_working_folder_for_every_stage(
     # Both stages in the one store of the folder, each in its stage's experiment.
     assert (_experiment(store, survival), _experiment(store, evaluate)) == ("survival", "evaluate")
     assert not (tmp_path / "survival" / "mlflow.db").exists()
-    metrics = MlflowClient(store).get_run(evaluate).data.metrics
-    assert "pcc_median_svg20" in metrics and metrics["n_tiles"] > 0
+    run = MlflowClient(store).get_run(evaluate)
+    assert "pcc_median_svg20" in run.data.metrics
+    # Without --split, the test split: the one training never read.
+    assert run.data.params["split"] == "test"
+    assert run.data.metrics["n_tiles"] == meta.tiles["test"] > 0
+    assert json.loads((tmp_path / "eval" / "split.json").read_text())["split"] == "test"
 
 
 def test_tracking_store_env_then_flag_and_named_experiments(
