@@ -47,6 +47,19 @@ ModelOpt = Annotated[
 ExperimentOpt = Annotated[
     str | None, typer.Option(help="MLflow experiment (default: the stage's name)")
 ]
+StainOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Macenko stain normalisation: none, slide (stains estimated once per slide) "
+        "or tile"
+    ),
+]
+StainTargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="image whose stains tiles are mapped onto (default: the model's training stains)"
+    ),
+]
 
 
 def _say(line: str, err: bool = False) -> None:
@@ -239,17 +252,57 @@ def evaluate(
     model: ModelOpt,
     shards: Annotated[str, typer.Option(help="shard folder with the held-out split")],
     out: Annotated[str, typer.Option(help="folder or s3:// URI for metrics, tables, pictures")],
-    split: Annotated[str, typer.Option(help="which split to evaluate")] = "val",
+    split: Annotated[
+        str,
+        typer.Option(
+            help="split to score (test: never seen by training nor its checkpoint choice)"
+        ),
+    ] = "test",
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
 ) -> None:
     """PCC (all genes, top SVGs, HVGs), SSIM of gene maps, type F1, nuclei F1, pictures."""
     from ghist_ray.evaluate import run_evaluate
 
-    report = run_evaluate(model, shards, split, out, tracking_uri, experiment)
+    report = run_evaluate(model, shards, out, split, tracking_uri, experiment)
     for key, value in report.metrics.items():
         typer.echo(f"{key:>22}: {value:.4g}")
-    _say(f"evaluation written to {out}")
+    _say(f"evaluation of the {split} split written to {out}")
+
+
+@app.command("evaluate-nuclei")
+@user_errors
+def evaluate_nuclei(
+    images: Annotated[
+        list[str],
+        typer.Option(
+            help="folder of H&E images, each with its annotation beside it (<name>.xml, "
+            "<name>_RoiSet.zip, <name>_inst.tif or <name>.geojson); repeatable"
+        ),
+    ],
+    out: Annotated[str, typer.Option(help="folder or s3:// URI for tables and pictures")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="model folder or MLflow URI (as for evaluate); default: baseline only"),
+    ] = None,
+    organs: Annotated[
+        str | None, typer.Option(help="CSV with columns name,organ (default: organ unknown)")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Nuclei of the model and of a classical baseline against annotated real H&E:
+    detection F1, AJI and PQ per image, per organ and overall (infer.* settings apply)."""
+    from ghist_ray.nuclei.evaluate import SHOWN, run_evaluate_nuclei
+
+    cfg = _config(config, set_)
+    report = run_evaluate_nuclei(
+        images, out, model, organs, cfg.infer, tracking_uri, experiment, progress=_say
+    )
+    typer.echo(report.summary[list(SHOWN)].to_string(index=False, float_format="{:.3f}".format))
+    _say(f"evaluate-nuclei written to {out}")
 
 
 @app.command()
@@ -276,6 +329,62 @@ def calibrate(
 
 @app.command()
 @user_errors
+def nuclei(
+    model: ModelOpt,
+    images: Annotated[
+        list[str], typer.Option(help="folder of annotated H&E (image + annotation); repeatable")
+    ],
+    out: Annotated[str, typer.Option(help="folder or s3:// URI: model/ and the run's report")],
+    organs: Annotated[
+        str | None, typer.Option(help="CSV name,organ (e.g. configs/nuclei/monuseg2018_organs.csv)")
+    ] = None,
+    leave_out_organ: Annotated[
+        str | None, typer.Option(help="fine-tune without this organ's images")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
+    time_budget_min: Annotated[
+        float | None, typer.Option(help="stop training after about this many minutes")
+    ] = None,
+    register_as: Annotated[str | None, typer.Option(help="MLflow registered-model name")] = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fine-tune a model's nuclei (encoder, decoder, segmentation head) on annotated real
+    H&E; the per-cell heads stay frozen. Thresholds are re-fitted, the model saved anew."""
+    from ghist_ray.nuclei.finetune import run_nuclei
+
+    cfg = _config(
+        config,
+        set_,
+        **{
+            "nuclei.steps": steps,
+            "nuclei.time_budget_min": time_budget_min,
+            "nuclei.register_as": register_as,
+            "nuclei.tracking_uri": tracking_uri,
+        },
+    )
+    done = run_nuclei(
+        cfg.nuclei,
+        model,
+        images,
+        out,
+        organs=organs,
+        leave_out_organ=leave_out_organ,
+        experiment=experiment,
+        progress=_say,
+    )
+    found = done.result
+    registered = f", models:/{cfg.nuclei.register_as}/{done.version}" if done.version else ""
+    _say(
+        f"nuclei: {found.steps} steps in {found.seconds:.0f} s; training-tile F1 "
+        f"{found.before.default_f1:.3f} -> {found.train_f1:.3f}; model at {done.model}{registered}"
+    )
+
+
+@app.command()
+@user_errors
 def infer(
     model: ModelOpt,
     out: Annotated[str, typer.Option(help="output root (local or s3://); re-running resumes")],
@@ -297,8 +406,15 @@ def infer(
             "(without it such a re-run is refused)"
         ),
     ] = False,
+    redo_suspect: Annotated[
+        bool,
+        typer.Option(help="recompute done slides an earlier run marked suspect"),
+    ] = False,
+    stain_normalise: StainOpt = None,
+    stain_target: StainTargetOpt = None,
 ) -> None:
-    """Predict every cell of every slide into per-cell Parquet; exits 1 if slides failed,
+    """Predict every cell of every slide into per-cell Parquet; exits 1 if slides failed
+    or are suspect (nuclei unlike the model's training nuclei; cells still written),
     2 if another run holds --out or done slides were made differently. With --slides the
     manifest is built from the folder and kept under --out (manifests/)."""
     from ghist_ray.infer import run_infer
@@ -306,7 +422,8 @@ def infer(
 
     if (manifest is None) == (slides is None):
         _fail("give exactly one of --manifest and --slides")
-    cfg = _config(config, set_)
+    stains = {"infer.stain_normalise": stain_normalise, "infer.stain_target": stain_target}
+    cfg = _config(config, set_, **stains)
     if slides is not None:
         manifest = run_manifest(
             slides, out, patient_pattern=cfg.survival.patient_pattern, progress=_say
@@ -320,6 +437,7 @@ def infer(
         progress=_say,
         redo_changed=redo_changed,
         experiment=experiment,
+        redo_suspect=redo_suspect,
     )
     for failure in summary.failures:
         _say(f"failed: {failure['slide_id']} ({failure['stage']}): {failure['error']}")
@@ -329,6 +447,14 @@ def infer(
             "fix them and re-run the same command (done slides are kept)",
             err=True,
         )
+    if summary.suspect:
+        typer.echo(
+            f"infer: {summary.suspect} of {summary.slides} slides are suspect (reasons in "
+            "state/slides/); their cells are written: check them, or re-run with "
+            "--redo-suspect after changing the model or infer.plausibility",
+            err=True,
+        )
+    if summary.failed or summary.suspect:
         raise typer.Exit(1)
 
 
@@ -400,7 +526,7 @@ def compare(
     ],
     out: Annotated[str, typer.Option(help="folder or s3:// URI for compare.csv/.png/.html")],
     split: Annotated[
-        str | None, typer.Option(help="shard split (default: test if the shards have it, else val)")
+        str | None, typer.Option(help="shard split (default: test, which training never saw)")
     ] = None,
     manifest: Annotated[
         str | None,

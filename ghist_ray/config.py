@@ -23,7 +23,13 @@ class StageConfig(BaseModel):
 
 
 class SynthConfig(StageConfig):
-    """The synthetic cohort (see ``ghist_ray.synth``)."""
+    """The synthetic cohort (see ``ghist_ray.synth``).
+
+    ``stain`` presets (``ghist_ray.synth.stains``): ``standard`` (real TCGA stain
+    vectors), ``ruifrok`` (textbook vectors, pinker), ``strong_hematoxylin`` (H ×1.45,
+    E ×0.75), ``faded`` (both ×0.6), ``purple``, ``pink`` (E ×1.4, H ×0.8); the
+    ``stain_*_od`` vectors and ``stain_*_strength`` factors override a preset.
+    """
 
     n_slides: int = Field(10, ge=1, description="slides in the cohort")
     n_xenium: int = Field(2, ge=0, description="slides with paired Xenium outs")
@@ -34,8 +40,16 @@ class SynthConfig(StageConfig):
     large: bool = Field(False, description="make the first slide ≥ 40,000 px square")
     large_um: float = Field(10_240.0, ge=1_000.0, description="side of the large slide")
     tile_px: int = Field(512, ge=128, le=2048, multiple_of=16)
-    jpeg_quality: int = Field(85, ge=30, le=100)
+    jpeg_quality: int = Field(80, ge=30, le=100, description="JPEG tiles, YCbCr 4:2:0")
     workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+    stain: Literal["standard", "ruifrok", "strong_hematoxylin", "faded", "purple", "pink"] = Field(
+        "standard", description="stain preset (see ghist_ray.synth.stains)"
+    )
+    stain_h_od: tuple[float, float, float] | None = Field(None, description="H RGB OD vector")
+    stain_e_od: tuple[float, float, float] | None = Field(None, description="E RGB OD vector")
+    stain_h_strength: float = Field(1.0, gt=0.0, le=5.0, description="× the preset's H")
+    stain_e_strength: float = Field(1.0, gt=0.0, le=5.0, description="× the preset's E")
+    artefacts: bool = Field(True, description="blur, folds, pen marks, air bubbles")
 
     @model_validator(mode="after")
     def _xenium_subset(self) -> SynthConfig:
@@ -61,7 +75,12 @@ class PrepareConfig(StageConfig):
     nbhd_radius_um: float = Field(30.0, gt=0.0)
     expr_scale: float = Field(5.0, gt=0.0)
     library_normalise: bool = False
-    val_fraction: float = Field(0.34, gt=0.0, lt=1.0)
+    val_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="slides (or band width) that pick checkpoints"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="slides (or band width) behind every held-out figure"
+    )
     seed: int = 0
     workers: int = Field(0, ge=0, description="tile-labelling actors; 0 = one per core")
 
@@ -69,6 +88,12 @@ class PrepareConfig(StageConfig):
     def _overlap_fits(self) -> PrepareConfig:
         if self.overlap_px >= self.patch_px:
             raise ValueError("overlap_px must be smaller than patch_px")
+        return self
+
+    @model_validator(mode="after")
+    def _leaves_training(self) -> PrepareConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must leave something to train on")
         return self
 
 
@@ -114,6 +139,59 @@ class TrainConfig(StageConfig):
     seed: int = 0
 
 
+class NucleiConfig(StageConfig):
+    """Fine-tuning of a trained model's nuclei on annotated real images (see
+    ``ghist_ray.nuclei.finetune``): encoder, decoder and segmentation head train;
+    the per-cell heads stay as they are."""
+
+    steps: int = Field(300, ge=1, description="optimiser steps (fewer if the time runs out)")
+    batch_size: int = Field(4, ge=1, description="patches per step")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate, decayed linearly to 0")
+    weight_decay: float = Field(1e-4, ge=0)
+    stain_jitter: float = Field(0.05, ge=0.0, le=0.5)
+    time_budget_min: float | None = Field(
+        None, gt=0, description="stop before a step that would not end within this many minutes"
+    )
+    torch_threads: int = Field(0, ge=0, description="CPU threads; 0 = all cores")
+    log_every: int = Field(25, ge=1, description="a progress line every this many steps")
+    calibrate: bool = Field(True, description="re-fit the watershed thresholds afterwards")
+    min_nucleus_um2: float = Field(4.0, ge=0.0, description="smaller nuclei are noise, dropped")
+    register_as: str | None = Field(None, description="MLflow registered-model name")
+    tracking_uri: str | None = Field(
+        None, description="default: $MLFLOW_TRACKING_URI, else ./mlflow.db"
+    )
+    seed: int = 0
+
+
+class PlausibilityConfig(StageConfig):
+    """Bounds a slide's predicted nuclei must keep against the training nuclei in the
+    model card (``training_nuclei``; see ``ghist_ray.inference.plausibility``). A slide
+    outside them is committed with status ``suspect`` and its reasons. Ratios are
+    slide / training; the defaults flag a model that has left its domain (tile-sized
+    blobs, every cell one type), not ordinary tissue-to-tissue variation."""
+
+    enabled: bool = Field(True, description="check every committed slide")
+    min_cells: int = Field(
+        50, ge=1, description="fewer cells: too few to compare distributions, not checked"
+    )
+    max_large_fraction: float = Field(
+        0.05, ge=0.0, le=1.0, description="nuclei dropped above infer.max_nucleus_um2, at most"
+    )
+    min_median_area_ratio: float = Field(0.33, gt=0, description="median nuclear area, at least")
+    max_median_area_ratio: float = Field(3.0, gt=0, description="median nuclear area, at most")
+    min_density_ratio: float = Field(0.1, gt=0, description="nuclei per mm² of tissue, at least")
+    max_density_ratio: float = Field(10.0, gt=0, description="nuclei per mm² of tissue, at most")
+    max_eccentricity_shift: float = Field(
+        0.25, gt=0, le=1.0, description="difference of the median eccentricity, at most"
+    )
+    max_type_shift: float = Field(
+        0.6,
+        gt=0,
+        le=1.0,
+        description="total variation distance of the cell-type mix (0 same, 1 disjoint), at most",
+    )
+
+
 class InferConfig(StageConfig):
     """Cohort inference on Ray Data (see ``ghist_ray.infer``). Tile size and µm/px
     come from the model card; these settings say how to tile, batch and commit,
@@ -124,8 +202,21 @@ class InferConfig(StageConfig):
     )
     min_tissue: float = Field(0.05, ge=0.0, le=1.0, description="tissue fraction a tile needs")
     tissue_mpp: float = Field(8.0, gt=0, description="µm/px of the tissue mask")
-    stain_normalise: bool = Field(False, description="Macenko-normalise every tile")
+    stain_normalise: Literal["none", "slide", "tile"] = Field(
+        "none",
+        description="Macenko stain normalisation: slide = stains estimated once per slide "
+        "from tiles spread over its tissue; tile = per tile (colours vary with content)",
+    )
+    stain_target: str | None = Field(
+        None,
+        description="image whose stains tiles are mapped onto; default the model's "
+        "training stains (model card), else TIAToolbox's target",
+    )
+    stain_sample_tiles: int = Field(16, ge=1, description="tiles a slide's stains come from")
     min_nucleus_um2: float = Field(4.0, ge=0.0, description="smaller nuclei are noise, dropped")
+    max_nucleus_um2: float = Field(
+        400.0, gt=0.0, description="larger 'nuclei' are never cells: dropped and counted"
+    )
     max_bad_tiles: float = Field(
         0.05, ge=0.0, le=1.0, description="unreadable fraction of tiles above which a slide fails"
     )
@@ -179,6 +270,7 @@ class InferConfig(StageConfig):
     lease_timeout_s: float = Field(
         300.0, gt=0, description="a run whose heartbeat is older is presumed dead"
     )
+    plausibility: PlausibilityConfig = PlausibilityConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -187,6 +279,9 @@ class InferConfig(StageConfig):
         for old, new in gone.items():
             if isinstance(data, dict) and old in data:
                 raise ValueError(f"{old} is now {new} (no longer sized from the cluster at start)")
+        if isinstance(data, dict) and isinstance(data.get("stain_normalise"), bool):
+            # Before per-slide stains, the switch was a bool meaning per tile.
+            data = {**data, "stain_normalise": "tile" if data["stain_normalise"] else "none"}
         return data
 
     @model_validator(mode="after")
@@ -365,6 +460,7 @@ class PipelineConfig(StageConfig):
     spots: SpotsConfig = SpotsConfig()
     cluster: ClusterConfig = ClusterConfig()
     spatial: SpatialConfig = SpatialConfig()
+    nuclei: NucleiConfig = NucleiConfig()
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:

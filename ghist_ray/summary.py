@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ghist_ray.evaluate import SPLIT_FILE
+from ghist_ray.inference.plausibility import SUSPECT
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.slides.redact import redact
 
@@ -34,7 +36,7 @@ class SummaryInputs:
     """Where the stages wrote their outputs (local folders under one root)."""
 
     root: Path
-    evaluation: Path  # metrics.json + gene_maps.png, confusion.png
+    evaluation: Path  # metrics.json, split.json + gene_maps.png, confusion.png
     infer: Path  # an inference output root
     survival: Path  # a survival output folder
     tracking_uri: str
@@ -61,6 +63,7 @@ def _figure(path: Path, root: Path, caption: str, css: str = "") -> str:
 
 def _evaluation(inputs: SummaryInputs) -> str:
     metrics = json.loads((inputs.evaluation / "metrics.json").read_text())
+    split = json.loads((inputs.evaluation / SPLIT_FILE).read_text())
 
     def number(key: str) -> str:
         value = metrics.get(key)
@@ -72,43 +75,57 @@ def _evaluation(inputs: SummaryInputs) -> str:
         ("SSIM of gene maps, top-20 SVGs", number("ssim_mean_svg20")),
         ("cell-type macro-F1", number("type_macro_f1")),
         ("nuclei detection F1 (IoU ≥ 0.5)", number("nuclei_f1")),
+        ("scored on", f"the {split['split']} split: slides {', '.join(split['slides'])}"),
         ("held-out cells", f"{int(metrics.get('n_cells', 0)):,}"),
     ]
     pictures = "".join(
         _figure(inputs.evaluation / name, inputs.root, caption, 'class="wide"')
         for name, caption in (
-            ("gene_maps.png", "measured vs predicted gene maps (held-out slide)"),
-            ("confusion.png", "cell-type confusion (held-out cells)"),
+            ("gene_maps.png", f"measured vs predicted gene maps ({split['split']} slide)"),
+            ("confusion.png", f"cell-type confusion ({split['split']} cells)"),
         )
     )
-    return f"<h2>Model on held-out Xenium</h2>{_table(rows)}{pictures}"
+    title = f"Model on held-out Xenium: the {html.escape(split['split'])} split"
+    return f"<h2>{title}</h2>{_table(rows)}{pictures}"
 
 
 def _inference(inputs: SummaryInputs) -> str:
     layout = RunLayout(str(inputs.infer))
     slides = layout.slides()
-    done = slides[slides["status"] == "done"]
+    done = slides[slides["status"].isin(["done", SUSPECT])]  # committed: cells written
+    suspect = slides[slides["status"] == SUSPECT]
     rows = [
-        ("slides done", f"{len(done)} of {len(slides)}"),
+        ("slides done", f"{len(done) - len(suspect)} of {len(slides)}"),
+        ("slides suspect (cells written, see below)", f"{len(suspect)}"),
         ("cells predicted", f"{int(done['cells'].sum()):,}"),
         ("tiles", f"{int(done['tiles'].sum()):,}"),
     ]
-    failed = slides[slides["status"] != "done"]
+    failed = slides[slides["status"] == "failed"]
     failures = "".join(
         f"<li>{html.escape(str(r.slide_id))}: {html.escape(str(r.error))}</li>"
         for r in failed.itertuples()
+    )
+    suspects = "".join(
+        f"<li>{html.escape(str(r.slide_id))}: {html.escape(str(r.reasons))}</li>"
+        for r in suspect.itertuples()
     )
     thumbs = "".join(
         _figure(
             Path(layout.slide_dir(sid)) / "qc.png",
             inputs.root,
-            f"{sid}: {int(n):,} cells",
+            f"{sid}: {int(n):,} cells" + (" (SUSPECT)" if status == SUSPECT else ""),
         )
-        for sid, n in zip(done["slide_id"], done["cells"], strict=True)
+        for sid, n, status in zip(done["slide_id"], done["cells"], done["status"], strict=True)
     )
     cells = _rel(inputs.infer / "cells", inputs.root)
     return (
         f"<h2>Cohort inference</h2>{_table(rows)}"
+        + (
+            "<p><strong>Suspect</strong> (nuclei unlike the model's training nuclei: check "
+            f"these slides before using their cells):</p><ul>{suspects}</ul>"
+            if suspects
+            else ""
+        )
         + (f"<p>Failed:</p><ul>{failures}</ul>" if failures else "")
         + f"<p>Per-cell Parquet: <code>{html.escape(cells)}</code>; per slide: QC picture, "
         "AnnData and QuPath GeoJSON under <code>slides/</code>.</p>"
@@ -128,7 +145,11 @@ def _comparison(inputs: SummaryInputs) -> str:
     models = ", ".join(f"{m['label']} ({m['uri']})" for m in report.get("models", []))
     winners = report.get("winners", {}).items()
     promoted = [f"{metric}: {label}" for metric, label in winners if label]
-    rows = [("models (first = baseline)", models), ("decided", "; ".join(promoted) or "ties")]
+    rows = [
+        ("models (first = baseline)", models),
+        ("scored on", f"the {report['split']} split"),
+        ("decided", "; ".join(promoted) or "ties"),
+    ]
     picture = _figure(
         inputs.compare / "compare.png", inputs.root, "differences to the baseline, 95% CI"
     )

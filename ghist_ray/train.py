@@ -2,12 +2,13 @@
 
 The driver checks the shards before any worker starts, opens (or re-opens, on
 resume) the MLflow run, and hands Ray Train a loop that every worker runs:
-decode + augment shard rows, DDP step, validate on its share of the held-out
+decode + augment shard rows, DDP step, validate on its share of the ``val``
 tiles (statistics all-reduced, so every rank sees the same scores), report.
 Rank 0 writes checkpoints (model directory + optimiser state) and logs to
 MLflow. Re-running with the same run name and storage resumes from the last
-checkpoint. Afterwards the driver evaluates the best checkpoint, logs the
-evaluation and registers the model.
+checkpoint. Afterwards the driver evaluates the best checkpoint — chosen on
+``val`` — on the ``test`` split, which the workers never read, logs that
+evaluation (``eval_*``, param ``eval_split``) and registers the model.
 
 BatchNorm: statistics are per replica (plain DDP), which is sound at the
 default 8 patches per worker; with several GPU workers and small per-replica
@@ -48,14 +49,20 @@ from ghist_ray.model import (
     load_model,
     save_model,
 )
+from ghist_ray.model.checkpoint import update_card
+from ghist_ray.nuclei_stats import CARD_KEY as NUCLEI_CARD_KEY
+from ghist_ray.nuclei_stats import training_distribution
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.shards import SCHEMA, ShardMeta, decode_image, rows_to_batch
 from ghist_ray.slides.redact import redact
+from ghist_ray.slides.stain import pooled_stains
 from ghist_ray.stage_run import stage_run
+from ghist_ray.xenium.splits import TEST, TRAIN, VAL
 
 STATE_FILE = "train_state.pt"
 MODEL_DIR = "model"
 SCORE = "val_score"
+FIT_SPLITS = (TRAIN, VAL)  # what the workers read; test is only for the final evaluation
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,12 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def check_shards(shards: str, config: TrainConfig) -> ShardMeta:
-    """Wrong schema, an empty split or a different gene panel: fail before any worker starts."""
+def check_shards(shards: str, config: TrainConfig, evaluate: bool = True) -> ShardMeta:
+    """Wrong schema, an empty split (test too, when the fit ends with its evaluation)
+    or a different gene panel: fail before any worker starts."""
     meta = ShardMeta.read(shards)
     fs, path = uri.filesystem(shards)
-    for split in ("train", "val"):
+    for split in (*FIT_SPLITS, TEST) if evaluate else FIT_SPLITS:
         if not meta.tiles.get(split) or not fs.exists(f"{path}/split={split}"):
             raise GhistError(f"{shards}: the {split} split is empty")
     schema = pads.dataset(f"{path}/split=train", format="parquet", filesystem=fs).schema
@@ -91,16 +99,23 @@ def check_shards(shards: str, config: TrainConfig) -> ShardMeta:
     return meta
 
 
-def input_stats(shards: str, max_tiles: int = 64) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of training pixels (stored with the model)."""
+def input_stats(
+    shards: str, max_tiles: int = 64
+) -> tuple[list[float], list[float], tuple[float, ...] | None]:
+    """Per-channel mean and std of training pixels, and their Macenko stains: stored
+    with the model, the stains are what inference maps a slide's colours onto."""
     fs, path = uri.filesystem(shards)
     table = pads.dataset(f"{path}/split=train", format="parquet", filesystem=fs).head(
         max_tiles, columns=["image_png"]
     )
-    pixels = np.concatenate(
-        [decode_image(p.as_py()).reshape(-1, 3) for p in table["image_png"]]
-    ).astype(np.float64)
-    return pixels.mean(0).round(3).tolist(), pixels.std(0).round(3).tolist()
+    tiles = [decode_image(p.as_py()) for p in table["image_png"]]
+    pixels = np.concatenate([t.reshape(-1, 3) for t in tiles]).astype(np.float64)
+    stains = pooled_stains(tiles)
+    return (
+        pixels.mean(0).round(3).tolist(),
+        pixels.std(0).round(3).tolist(),
+        None if stains is None else tuple(round(v, 5) for v in stains.as_tuple()),
+    )
 
 
 def type_counts(shards: str, n_types: int) -> list[int]:
@@ -388,13 +403,13 @@ def run_train(
     experiment: str | None = None,
 ) -> TrainResult:
     """Train (or resume ``config.name`` under ``out``), calibrate the best model's nucleus
-    thresholds on training tiles, evaluate it (into ``eval_dir`` if given, and MLflow),
-    register it."""
-    meta = check_shards(shards, config)
+    thresholds on training tiles, evaluate it on the test split (into ``eval_dir`` if
+    given, and MLflow), register it."""
+    meta = check_shards(shards, config, evaluate)
     ensure_ray()
     _check_room(config)  # before the MLflow run: nothing logged for a run that cannot start
     reference = load_reference(config.reference, meta.genes)
-    mean, std = input_stats(shards)
+    mean, std, stains = input_stats(shards)
     model_config = ModelConfig(
         preset=config.preset,
         gene_names=meta.genes,
@@ -407,13 +422,16 @@ def run_train(
         reference_rows=0 if reference is None else len(reference),
         input_mean=tuple(mean),
         input_std=tuple(std),
+        stains=stains,
     )
     params = {
         "shards": redact(shards),
         "genes": len(meta.genes),
         "types": ",".join(meta.type_names),
-        "train_tiles": meta.tiles["train"],
-        "val_tiles": meta.tiles["val"],
+        "train_tiles": meta.tiles[TRAIN],
+        "val_tiles": meta.tiles[VAL],
+        "test_tiles": meta.tiles.get(TEST, 0),
+        "eval_split": TEST if evaluate else "",
     }
     with stage_run(
         "train",
@@ -429,7 +447,7 @@ def run_train(
 
         datasets = {
             split: ray.data.read_parquet(f"{shards.rstrip('/')}/split={split}")
-            for split in ("train", "val")
+            for split in FIT_SPLITS
         }
         storage = uri.join(out, "runs")
         trainer = TorchTrainer(
@@ -479,6 +497,8 @@ def run_train(
             shutil.copytree(Path(d) / MODEL_DIR, model_dir)
         if config.calibrate_tiles:
             _calibrate(model_dir, shards, config.calibrate_tiles, tracking_uri, run_id, progress)
+        nuclei = training_distribution(shards)  # what inference checks slides against
+        update_card(model_dir, **{NUCLEI_CARD_KEY: nuclei.to_card()})
         metrics = {
             k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, int | float)
         }
@@ -488,7 +508,7 @@ def run_train(
             from ghist_ray.evaluate import load_and_evaluate
 
             eval_dir = eval_dir or Path(tempfile.mkdtemp(prefix="ghist_ray-eval-"))
-            report = load_and_evaluate(str(model_dir), shards, "val", eval_dir)
+            report = load_and_evaluate(str(model_dir), shards, TEST, eval_dir)
             metrics.update({f"eval_{k}": v for k, v in report.metrics.items()})
             tracking.log_metrics(
                 tracking_uri,
@@ -497,6 +517,12 @@ def run_train(
                 step=config.epochs,
             )
             tracking.log_artifacts(tracking_uri, run_id, eval_dir, "evaluation")
+            progress(
+                f"train: the checkpoint chosen on val scores on the test split "
+                f"({int(report.metrics['n_tiles'])} tiles): type macro-F1 "
+                f"{report.metrics['type_macro_f1']:.3f}, median PCC "
+                f"{report.metrics['pcc_median_all']:.3f} -> {eval_dir}"
+            )
         from ghist_ray.mlflow_model import log_model
 
         logged = log_model(model_dir, run_id, tracking_uri, MODEL_DIR)  # runs:/<id>/model

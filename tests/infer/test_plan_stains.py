@@ -37,7 +37,7 @@ def test_the_target_is_the_image_else_the_training_stains_else_the_default() -> 
     assert target(_model(None), stain_normalise="slide") == DEFAULT_TARGET.as_tuple()
     named = target(_model(), stain_normalise="tile", stain_target=str(TARGET_PNG))
     assert named == read_stain_target(TARGET_PNG).as_tuple()
-    with pytest.raises(GhistError, match="nowhere.png: no such stain target image"):
+    with pytest.raises(GhistError, match=r"nowhere\.png: no such stain target image"):
         target(_model(), stain_normalise="slide", stain_target="nowhere.png")
     # The old switch was a bool meaning per tile.
     assert InferConfig(stain_normalise=True).stain_normalise == "tile"
