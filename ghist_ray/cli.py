@@ -50,8 +50,7 @@ ExperimentOpt = Annotated[
 StainOpt = Annotated[
     str | None,
     typer.Option(
-        help="Macenko stain normalisation: none, slide (stains estimated once per slide) "
-        "or tile"
+        help="Macenko stain normalisation: none, slide (stains estimated once per slide) or tile"
     ),
 ]
 StainTargetOpt = Annotated[
