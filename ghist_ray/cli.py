@@ -259,11 +259,22 @@ def evaluate(
     ] = "test",
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
+    stain_normalise: StainOpt = None,
+    stain_target: StainTargetOpt = None,
 ) -> None:
     """PCC (all genes, top SVGs, HVGs), SSIM of gene maps, type F1, nuclei F1, pictures."""
     from ghist_ray.evaluate import run_evaluate
 
-    report = run_evaluate(model, shards, out, split, tracking_uri, experiment)
+    report = run_evaluate(
+        model,
+        shards,
+        out,
+        split,
+        tracking_uri,
+        experiment,
+        stain_normalise=stain_normalise or "none",
+        stain_target=stain_target,
+    )
     for key, value in report.metrics.items():
         typer.echo(f"{key:>22}: {value:.4g}")
     _say(f"evaluation of the {split} split written to {out}")

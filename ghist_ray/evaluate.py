@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pads
 import torch
 
 from ghist_ray import metrics, plots, tracking
@@ -37,8 +38,9 @@ from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, instances_from_maps, load_model, min_nucleus_px
 from ghist_ray.model.checkpoint import _first_difference as first_difference
 from ghist_ray.model.config import ModelConfig
-from ghist_ray.shards import ShardMeta, iter_rows, rows_to_batch, split_dataset
+from ghist_ray.shards import ShardMeta, decode_image, iter_rows, rows_to_batch, split_dataset
 from ghist_ray.slides.redact import redact
+from ghist_ray.slides.stain import StainTarget, normalise, pooled_stains, target_for
 from ghist_ray.stage_run import stage_run
 from ghist_ray.xenium.splits import TEST
 
@@ -180,17 +182,55 @@ def _slide_mpp(meta: ShardMeta) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class _Recolour:
+    """Stain normalisation of shard tiles as inference does it: onto ``target``,
+    from each slide's own stains (``per_slide``), or per tile when that is None."""
+
+    target: StainTarget
+    per_slide: dict[str, StainTarget | None] | None
+
+    def __call__(self, images: torch.Tensor, slides: np.ndarray) -> torch.Tensor:
+        rgb = images.permute(0, 2, 3, 1).numpy().copy()
+        for i, sid in enumerate(slides.astype(str)):
+            if self.per_slide is None:
+                rgb[i] = normalise(rgb[i], self.target)
+            elif (stains := self.per_slide.get(sid)) is not None:
+                rgb[i] = normalise(rgb[i], self.target, stains)
+        return torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous()
+
+
+def _slide_stains(dataset: pads.Dataset, per_slide: int) -> dict[str, StainTarget | None]:
+    """Each slide's stains, from up to ``per_slide`` of its tiles spread evenly (as
+    inference samples a slide's grid)."""
+    slides = dataset.to_table(columns=["slide_id"])["slide_id"].to_numpy(zero_copy_only=False)
+    slides = slides.astype(str)
+    picks = []
+    for sid in np.unique(slides):
+        where = np.flatnonzero(slides == sid)
+        spread = np.unique(np.linspace(0, len(where) - 1, per_slide).round().astype(int))
+        picks.append(where[spread])
+    table = dataset.take(np.sort(np.concatenate(picks)), columns=["slide_id", "image_png"])
+    tiles: dict[str, list[np.ndarray]] = {}
+    for sid, png in zip(table["slide_id"].to_pylist(), table["image_png"].to_pylist(), strict=True):
+        tiles.setdefault(str(sid), []).append(decode_image(png))
+    return {sid: pooled_stains(images) for sid, images in tiles.items()}
+
+
 def _evaluate_rows(
     model: GhistNet,
     rows: dict[str, np.ndarray],
     meta: ShardMeta,
     slide_mpp: dict[str, float],
     min_area_px: int,
+    recolour: _Recolour | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One batch of tiles: per-cell predictions on the measured nuclei and (tiles, 3)
     detection counts (tp, fp, fn) per tile."""
     config = model.config
     batch = rows_to_batch(rows, config.n_types, config.n_genes)
+    if recolour is not None:
+        batch.images = recolour(batch.images, rows["slide_id"])
     device = model.input_mean.device
     on_device = batch.to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -404,6 +444,9 @@ def evaluate_model(
     *,
     bin_um: float = 50.0,
     min_nucleus_um2: float = 4.0,
+    stain_normalise: str = "none",
+    stain_target: str | None = None,
+    stain_sample_tiles: int = 16,
 ) -> EvalReport:
     """Score `model` on every tile of one split of the shards at `shards_root`.
 
@@ -411,7 +454,9 @@ def evaluate_model(
     first tile read. With `out_dir`, the report and its pictures are written there.
     `bin_um` is the side of the square bins of the gene maps (SSIM); predicted nuclei
     under `min_nucleus_um2` are dropped before detection is scored, as inference drops
-    them (`InferConfig.min_nucleus_um2`).
+    them (`InferConfig.min_nucleus_um2`). `stain_normalise` (none | slide | tile),
+    `stain_target` and `stain_sample_tiles` recolour the tiles as the `infer.stain_*`
+    settings do at inference, to measure what normalisation buys on shifted stains.
 
     Example:
         >>> report = evaluate_model(model, "shards", out_dir=Path("eval"))  # doctest: +SKIP
@@ -424,11 +469,18 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     min_area_px = min_nucleus_px(min_nucleus_um2, model.config.mpp)
+    target = target_for(stain_normalise, stain_target, model.config.stains)
+    recolour = None
+    if target is not None:
+        per_slide = None
+        if stain_normalise == "slide":
+            per_slide = _slide_stains(dataset, stain_sample_tiles)
+        recolour = _Recolour(target, per_slide)
     parts: list[dict[str, np.ndarray]] = []
     tiles: list[pd.DataFrame] = []
     try:
         for rows in iter_rows(dataset, COLUMNS, batch_size):
-            cells, counts = _evaluate_rows(model, rows, meta, slide_mpp, min_area_px)
+            cells, counts = _evaluate_rows(model, rows, meta, slide_mpp, min_area_px, recolour)
             parts.append(cells)
             box = {k: rows[k] for k in ("slide_id", "x0", "y0", "size_l0")}
             tiles.append(pd.DataFrame({**box, **dict(zip(DETECTION, counts.T, strict=True))}))
@@ -446,7 +498,12 @@ def evaluate_model(
 
 
 def load_and_evaluate(
-    model_dir: str, shards_root: str, split: str = TEST, out_dir: Path | None = None
+    model_dir: str,
+    shards_root: str,
+    split: str = TEST,
+    out_dir: Path | None = None,
+    stain_normalise: str = "none",
+    stain_target: str | None = None,
 ) -> EvalReport:
     """Load the saved model in `model_dir`, check it matches the shards, evaluate, write.
 
@@ -460,7 +517,14 @@ def load_and_evaluate(
     check_compatible(model.config, meta, model_dir, shards_root)
     if torch.cuda.is_available():
         model = model.to("cuda")
-    return evaluate_model(model, shards_root, split, out_dir=out_dir)
+    return evaluate_model(
+        model,
+        shards_root,
+        split,
+        out_dir=out_dir,
+        stain_normalise=stain_normalise,
+        stain_target=stain_target,
+    )
 
 
 def run_evaluate(
@@ -470,12 +534,16 @@ def run_evaluate(
     split: str = TEST,
     tracking_uri: str | None = None,
     experiment: str | None = None,
+    stain_normalise: str = "none",
+    stain_target: str | None = None,
 ) -> EvalReport:
     """``load_and_evaluate`` of any model URI as one MLflow run linked to the model's
     version and training run; the tables and pictures go to ``out`` and the run, whose
     param ``split`` names the split scored."""
     store = tracking.store_uri(tracking_uri)
-    params = {"shards": redact(shards_root), "split": split}
+    params = {"shards": redact(shards_root), "split": split, "stain_normalise": stain_normalise}
+    if stain_target:
+        params["stain_target"] = redact(stain_target)
     with stage_run(
         "evaluate",
         None,
@@ -487,6 +555,8 @@ def run_evaluate(
         model=model_uri,
     ) as run:
         model_dir = tracking.fetch_model(model_uri, store)
-        report = load_and_evaluate(str(model_dir), shards_root, split, run.dir)
+        report = load_and_evaluate(
+            str(model_dir), shards_root, split, run.dir, stain_normalise, stain_target
+        )
         run.metrics.update(report.metrics)
     return report

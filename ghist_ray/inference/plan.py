@@ -28,7 +28,6 @@ from ghist_ray.errors import GhistError
 from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import ModelConfig, min_nucleus_px
 from ghist_ray.slides import (
-    DEFAULT_TARGET,
     Slide,
     SlideCache,
     StainTarget,
@@ -39,7 +38,7 @@ from ghist_ray.slides import (
     tile_grid,
 )
 from ghist_ray.slides.redact import scrub
-from ghist_ray.slides.stain import pooled_stains, read_stain_target
+from ghist_ray.slides.stain import pooled_stains, target_for
 
 PLAN_FILE = "plan.json"
 THUMB_FILE = "thumb.npz"
@@ -97,7 +96,9 @@ class Tiling:
             min_tissue=config.min_tissue,
             tissue_mpp=config.tissue_mpp,
             stain_normalise=config.stain_normalise,
-            stain_target=stain_target_for(model, config),
+            stain_target=_as_tuple(
+                target_for(config.stain_normalise, config.stain_target, model.stains)
+            ),
             stain_sample_tiles=config.stain_sample_tiles,
             min_nucleus_px=min_nucleus_px(config.min_nucleus_um2, model.mpp),
             cache_dir=config.cache_dir,
@@ -153,14 +154,8 @@ class Tiling:
         return None if self.stain_target is None else StainTarget.from_values(self.stain_target)
 
 
-def stain_target_for(model: ModelConfig, config: InferConfig) -> tuple[float, ...] | None:
-    """What slides are normalised onto: the configured image's stains, else the
-    model's training stains, else TIAToolbox's target; None when not normalising."""
-    if config.stain_normalise == "none":
-        return None
-    if config.stain_target:
-        return read_stain_target(config.stain_target).as_tuple()
-    return model.stains or DEFAULT_TARGET.as_tuple()
+def _as_tuple(target: StainTarget | None) -> tuple[float, ...] | None:
+    return None if target is None else target.as_tuple()
 
 
 def stains_of(row: dict[str, Any]) -> StainTarget | None:

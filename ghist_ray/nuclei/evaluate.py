@@ -98,22 +98,19 @@ def summary_metrics(summary: pd.DataFrame) -> dict[str, float]:
 def _model_method(model_dir: Path, config: InferConfig) -> Method:
     import torch
 
-    from ghist_ray.inference.plan import stain_target_for
     from ghist_ray.model import load_model
     from ghist_ray.nuclei.predict import predict_nuclei
-    from ghist_ray.slides import StainTarget, normalise
+    from ghist_ray.slides.stain import normalise, target_for
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     network = load_model(model_dir)
-    target = stain_target_for(network.config, config)
+    target = target_for(config.stain_normalise, config.stain_target, network.config.stains)
 
     def run(record: AnnotatedImage) -> np.ndarray:
         # An annotated image is one small slide: its stains, per slide or per tile,
         # are estimated from the whole of it.
-        rgb = (
-            record.rgb if target is None else normalise(record.rgb, StainTarget.from_values(target))
-        )
+        rgb = record.rgb if target is None else normalise(record.rgb, target)
         return predict_nuclei(
             network,
             rgb,

@@ -120,6 +120,16 @@ def normalise(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(rgb.shape)
 
 
+def target_for(mode: str, image: str | None, trained: Sequence[float] | None) -> StainTarget | None:
+    """What tiles are normalised onto under ``mode`` (none | slide | tile): the stains
+    of ``image`` when named, else the model's training stains, else TIAToolbox's."""
+    if mode == "none":
+        return None
+    if image:
+        return read_stain_target(image)
+    return StainTarget.from_values(trained) if trained else DEFAULT_TARGET
+
+
 def read_stain_target(path: str | Path) -> StainTarget:
     """The stains of a reference image (PNG, JPEG, TIFF or a slide: any format the
     slide backends read; the finest pyramid level no longer than 4096 px)."""

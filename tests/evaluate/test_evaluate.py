@@ -15,7 +15,7 @@ import torch
 
 from ghist_ray.errors import GhistError
 from ghist_ray.evaluate import EvalReport, evaluate_model, load_and_evaluate
-from ghist_ray.model import GhistNet, save_model
+from ghist_ray.model import GhistNet, ModelConfig, PixelOutputs, save_model
 from ghist_ray.shards import ShardMeta
 from tests.evaluate.handmade import (
     GENES,
@@ -221,3 +221,48 @@ def test_real_shards_untrained_model_runs(real_shards: Path, tmp_path: Path) -> 
     assert report.metrics["n_cells"] == n and report.metrics["n_tiles"] == 2
     assert len(report.genes) == len(meta.genes)
     _assert_written(tmp_path / "out", n)
+
+
+class _Seeing(GhistNet):
+    """An untrained network that keeps the pixels it is shown."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.seen: list[np.ndarray] = []
+
+    def encode(self, images: torch.Tensor) -> PixelOutputs:
+        self.seen.append(images.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8))
+        return super().encode(images)
+
+
+def test_stain_normalisation_recolours_each_slide_with_its_own_stains(
+    handmade: Handmade,
+) -> None:
+    """As at inference: every tile of a slide goes through that slide's pooled stains,
+    onto the model's training stains."""
+    from ghist_ray.evaluate import _slide_stains
+    from ghist_ray.shards import decode_image, split_dataset
+    from ghist_ray.slides import DEFAULT_TARGET, StainTarget, normalise
+
+    training = DEFAULT_TARGET.as_tuple()
+    config = small_config(handmade.meta).model_copy(update={"stains": training})
+    table = pads.dataset(handmade.root / "split=test", format="parquet").to_table()
+    raw = [decode_image(p) for p in table["image_png"].to_pylist()]
+    per_slide = _slide_stains(split_dataset(str(handmade.root), "test"), 16)
+    assert set(per_slide) == {"S1", "S2"} and all(per_slide.values())
+    target = StainTarget.from_values(training)
+    for mode, expected in (
+        ("none", raw),
+        (
+            "slide",
+            [
+                normalise(rgb, target, per_slide[sid])
+                for rgb, sid in zip(raw, table["slide_id"].to_pylist(), strict=True)
+            ],
+        ),
+    ):
+        net = _Seeing(config)
+        evaluate_model(net, str(handmade.root), bin_um=BIN_UM, stain_normalise=mode)
+        seen = np.concatenate(net.seen)
+        np.testing.assert_array_equal(seen, np.stack(expected))
+    assert not np.array_equal(np.stack(raw), seen)
