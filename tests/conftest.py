@@ -126,8 +126,8 @@ def training_run(small_cohort: Path, small_shards: Path, tmp_path_factory: pytes
     out = tmp_path_factory.mktemp("train")
     config = TrainConfig(
         name="fixture",
-        epochs=2,
-        max_steps_per_epoch=25,
+        epochs=3,
+        max_steps_per_epoch=40,
         batch_size=6,
         lr=2e-3,
         calibrate_tiles=16,
