@@ -66,8 +66,14 @@ def test_budget_evicts_least_recently_used(
     assert sum(cache.staged().values()) <= cache.budget_bytes
 
 
-def test_open_slides_are_never_evicted(bucket: list[str], tmp_path: Path) -> None:
-    cache = SlideCache(tmp_path / "cache", budget_bytes=int(2.5 * 2**20))  # fits one
+def test_open_slides_are_never_evicted(
+    bucket: list[str], synthetic_slides: list[Path], tmp_path: Path
+) -> None:
+    first, second = (p.stat().st_size for p in synthetic_slides[:2])
+    # Room for either slide, never for both.
+    cache = SlideCache(
+        tmp_path / "cache", budget_bytes=max(first, second) + min(first, second) // 2
+    )
     with open_slide(bucket[0], cache=cache) as slide:
         with pytest.raises(GhistError, match=r"slides-bucket/cohort/.*raise the cache budget"):
             open_slide(bucket[1], cache=cache)
