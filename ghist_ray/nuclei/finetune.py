@@ -49,7 +49,7 @@ from ghist_ray.model.checkpoint import read_model_card, update_card
 from ghist_ray.model.losses import segmentation_losses, weighted_total
 from ghist_ray.model.targets import distance_targets
 from ghist_ray.nuclei.annotations import AnnotatedImage, load_folder, read_organs
-from ghist_ray.nuclei.predict import _resampled
+from ghist_ray.nuclei.predict import resampled
 from ghist_ray.slides.backends.base import WHITE
 from ghist_ray.slides.redact import redact
 
@@ -94,7 +94,7 @@ def to_model_grid(image: AnnotatedImage, mpp: float, patch_px: int) -> GridImage
     height, width = image.instances.shape
     scale = image.mpp / mpp
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    rgb = _resampled(image.rgb, size)
+    rgb = resampled(image.rgb, size)
     mask = Image.fromarray(image.instances.astype(np.int32)).resize(size, Image.Resampling.NEAREST)
     pad = ((0, max(0, patch_px - size[1])), (0, max(0, patch_px - size[0])))
     rgb = np.stack([np.pad(rgb[..., c], pad, constant_values=WHITE[c]) for c in range(3)], -1)

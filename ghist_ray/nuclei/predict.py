@@ -22,7 +22,7 @@ from ghist_ray.slides import TileGrid, owns, tile_grid
 from ghist_ray.slides.backends.base import WHITE
 
 
-def _resampled(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resampled(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``rgb`` at ``size`` (w, h): area average when reducing, bilinear when enlarging,
     as the slide reader resamples."""
     if size == (rgb.shape[1], rgb.shape[0]):
@@ -89,7 +89,7 @@ def predict_nuclei(
     height, width = rgb.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     grid = tile_grid(size, config.mpp, config.mpp, config.patch_px, overlap, None, 0.0)
-    image = _padded(_resampled(rgb, size), grid)
+    image = _padded(resampled(rgb, size), grid)
     p = config.patch_px
     found = []
     for start in range(0, len(grid), batch):
