@@ -23,9 +23,11 @@ import pandas as pd
 import torch
 
 from ghist_ray import metrics
+from ghist_ray.config import Precision
 from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, load_model, min_nucleus_px, save_model
 from ghist_ray.model.instances import threshold_grid_f1
+from ghist_ray.model.precision import autocast
 from ghist_ray.shards import decode_image, numpy_rows, split_dataset
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import stage_run
@@ -44,12 +46,14 @@ class NucleiCalibration:
     grid: pd.DataFrame  # fg_threshold, core_threshold, tp, fp, fn, f1
 
 
-def _maps(model: GhistNet, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground probability and distance maps of (N, H, W, 3) uint8 tiles."""
+def _maps(
+    model: GhistNet, images: np.ndarray, batch_size: int, precision: Precision
+) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground probability and distance maps of (N, H, W, 3) uint8 tiles, computed in
+    the precision inference will use (the thresholds fit the maps it will see)."""
     device = model.input_mean.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     fg, dist = [], []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, precision):
         for first in range(0, len(images), batch_size):
             x = torch.from_numpy(images[first : first + batch_size]).permute(0, 3, 1, 2)
             pixels = model.encode(x.to(device))
@@ -65,6 +69,7 @@ def calibrate_nuclei(
     max_tiles: int = 64,
     min_nucleus_um2: float = 4.0,
     batch_size: int = 8,
+    precision: Precision = "auto",
 ) -> NucleiCalibration:
     """Best (foreground, seed) thresholds on up to `max_tiles` tiles spread over `split`."""
     dataset = split_dataset(shards_root, split)
@@ -76,7 +81,7 @@ def calibrate_nuclei(
     images = np.stack([decode_image(p) for p in rows["image_png"]])
     truth = np.stack([decode_image(p).astype(np.int64) for p in rows["mask_png"]])
     where = f"{shards_root} split={split}"
-    return calibrate_tiles(model, images, truth, where, min_nucleus_um2, batch_size)
+    return calibrate_tiles(model, images, truth, where, min_nucleus_um2, batch_size, precision)
 
 
 def calibrate_tiles(
@@ -86,6 +91,7 @@ def calibrate_tiles(
     where: str,
     min_nucleus_um2: float = 4.0,
     batch_size: int = 8,
+    precision: Precision = "auto",
 ) -> NucleiCalibration:
     """Best (foreground, seed) thresholds on (N, P, P, 3) uint8 tiles at the model's µm/px
     against their (N, P, P) instance masks: shard tiles, or annotated real images
@@ -93,7 +99,7 @@ def calibrate_tiles(
     was_training = model.training
     model.eval()
     try:
-        foreground, distance = _maps(model, images, batch_size)
+        foreground, distance = _maps(model, images, batch_size, precision)
     finally:
         model.train(was_training)
     config = model.config
@@ -141,11 +147,12 @@ def run_calibrate(
     tiles: int,
     tracking_uri: str | None = None,
     experiment: str | None = None,
+    precision: Precision = "auto",
 ) -> NucleiCalibration:
     """Calibrate the model in ``model_dir`` and write the thresholds into its card, as
     one MLflow run (F1 before and after, the threshold grid)."""
 
-    params = {"shards": redact(shards_root), "split": split, "tiles": tiles}
+    params = {"shards": redact(shards_root), "split": split, "tiles": tiles, "precision": precision}
     with stage_run(
         "calibrate",
         None,
@@ -155,7 +162,7 @@ def run_calibrate(
         model=str(model_dir),
     ) as run:
         net = load_model(model_dir, map_location="cpu")
-        found = calibrate_nuclei(net, shards_root, split, tiles)
+        found = calibrate_nuclei(net, shards_root, split, tiles, precision=precision)
         save_model(with_thresholds(net, found), model_dir)
         found.grid.to_csv(run.dir / "nuclei_grid.csv", index=False)
         run.metrics.update(

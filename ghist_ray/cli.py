@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, get_args
 
 import typer
 
-from ghist_ray.config import PipelineConfig, load_config
+from ghist_ray.config import PipelineConfig, Precision, load_config
 from ghist_ray.errors import GhistError
 
 app = typer.Typer(
@@ -60,6 +60,14 @@ StainTargetOpt = Annotated[
     ),
 ]
 
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="network number format: auto (bf16 on CUDA and CPUs with AMX/AVX-512 BF16), "
+        "fp32 or bf16"
+    ),
+]
+
 
 def _say(line: str, err: bool = False) -> None:
     """Echo a progress or result line with every URI in it redacted."""
@@ -68,7 +76,7 @@ def _say(line: str, err: bool = False) -> None:
     typer.echo(redact_text(line), err=err)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     _say(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -90,6 +98,14 @@ def _config(config: str | None, sets: list[str] | None, **flags: Any) -> Pipelin
     """Config file, then explicit CLI flags (those not None), then --set overrides."""
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     return load_config(config, overrides + list(sets or []))
+
+
+def _precision(value: str | None) -> Precision:
+    """The --precision of a stage without a config section, checked like the config's."""
+    allowed = get_args(Precision)
+    if value is not None and value not in allowed:
+        _fail(f"--precision {value}: use one of {', '.join(allowed)}")
+    return value or "auto"
 
 
 @app.command()
@@ -261,6 +277,7 @@ def evaluate(
     experiment: ExperimentOpt = None,
     stain_normalise: StainOpt = None,
     stain_target: StainTargetOpt = None,
+    precision: PrecisionOpt = None,
 ) -> None:
     """PCC (all genes, top SVGs, HVGs), SSIM of gene maps, type F1, nuclei F1, pictures."""
     from ghist_ray.evaluate import run_evaluate
@@ -274,6 +291,7 @@ def evaluate(
         experiment,
         stain_normalise=stain_normalise or "none",
         stain_target=stain_target,
+        precision=_precision(precision),
     )
     for key, value in report.metrics.items():
         typer.echo(f"{key:>22}: {value:.4g}")
@@ -324,11 +342,14 @@ def calibrate(
     tiles: Annotated[int, typer.Option(help="tiles spread over the split")] = 64,
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
+    precision: PrecisionOpt = None,
 ) -> None:
     """Fit the nucleus post-processing thresholds of a model (train does it after a fit)."""
     from ghist_ray.calibrate import run_calibrate
 
-    found = run_calibrate(model, shards, split, tiles, tracking_uri, experiment)
+    found = run_calibrate(
+        model, shards, split, tiles, tracking_uri, experiment, _precision(precision)
+    )
     typer.echo(found.grid.to_string(index=False))
     typer.echo(
         f"calibrate: foreground {found.fg_threshold:g}, seed {found.core_threshold:g}: "
@@ -422,6 +443,7 @@ def infer(
     ] = False,
     stain_normalise: StainOpt = None,
     stain_target: StainTargetOpt = None,
+    precision: PrecisionOpt = None,
 ) -> None:
     """Predict every cell of every slide into per-cell Parquet; exits 1 if slides failed
     or are suspect (nuclei unlike the model's training nuclei; cells still written),
@@ -433,7 +455,7 @@ def infer(
     if (manifest is None) == (slides is None):
         _fail("give exactly one of --manifest and --slides")
     stains = {"infer.stain_normalise": stain_normalise, "infer.stain_target": stain_target}
-    cfg = _config(config, set_, **stains)
+    cfg = _config(config, set_, **stains, **{"infer.precision": precision})
     if slides is not None:
         manifest = run_manifest(
             slides, out, patient_pattern=cfg.survival.patient_pattern, progress=_say

@@ -34,10 +34,12 @@ import pyarrow.dataset as pads
 import torch
 
 from ghist_ray import metrics, plots, tracking
+from ghist_ray.config import Precision
 from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, instances_from_maps, load_model, min_nucleus_px
 from ghist_ray.model.checkpoint import _first_difference as first_difference
 from ghist_ray.model.config import ModelConfig
+from ghist_ray.model.precision import autocast
 from ghist_ray.shards import ShardMeta, decode_image, iter_rows, rows_to_batch, split_dataset
 from ghist_ray.slides.redact import redact
 from ghist_ray.slides.stain import StainTarget, normalise, pooled_stains, target_for
@@ -224,6 +226,7 @@ def _evaluate_rows(
     slide_mpp: dict[str, float],
     min_area_px: int,
     recolour: _Recolour | None = None,
+    precision: Precision = "auto",
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One batch of tiles: per-cell predictions on the measured nuclei and (tiles, 3)
     detection counts (tp, fp, fn) per tile."""
@@ -233,8 +236,7 @@ def _evaluate_rows(
         batch.images = recolour(batch.images, rows["slide_id"])
     device = model.input_mean.device
     on_device = batch.to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, precision):
         pixels = model.encode(on_device.images)
         foreground = torch.sigmoid(pixels.foreground_logits.float()).cpu().numpy()
         distance = pixels.distance.float().cpu().numpy()
@@ -447,6 +449,7 @@ def evaluate_model(
     stain_normalise: str = "none",
     stain_target: str | None = None,
     stain_sample_tiles: int = 16,
+    precision: Precision = "auto",
 ) -> EvalReport:
     """Score `model` on every tile of one split of the shards at `shards_root`.
 
@@ -457,6 +460,7 @@ def evaluate_model(
     them (`InferConfig.min_nucleus_um2`). `stain_normalise` (none | slide | tile),
     `stain_target` and `stain_sample_tiles` recolour the tiles as the `infer.stain_*`
     settings do at inference, to measure what normalisation buys on shifted stains.
+    `precision` is the network's number format (`ghist_ray.model.precision`).
 
     Example:
         >>> report = evaluate_model(model, "shards", out_dir=Path("eval"))  # doctest: +SKIP
@@ -480,7 +484,9 @@ def evaluate_model(
     tiles: list[pd.DataFrame] = []
     try:
         for rows in iter_rows(dataset, COLUMNS, batch_size):
-            cells, counts = _evaluate_rows(model, rows, meta, slide_mpp, min_area_px, recolour)
+            cells, counts = _evaluate_rows(
+                model, rows, meta, slide_mpp, min_area_px, recolour, precision
+            )
             parts.append(cells)
             box = {k: rows[k] for k in ("slide_id", "x0", "y0", "size_l0")}
             tiles.append(pd.DataFrame({**box, **dict(zip(DETECTION, counts.T, strict=True))}))
@@ -504,6 +510,7 @@ def load_and_evaluate(
     out_dir: Path | None = None,
     stain_normalise: str = "none",
     stain_target: str | None = None,
+    precision: Precision = "auto",
 ) -> EvalReport:
     """Load the saved model in `model_dir`, check it matches the shards, evaluate, write.
 
@@ -524,6 +531,7 @@ def load_and_evaluate(
         out_dir=out_dir,
         stain_normalise=stain_normalise,
         stain_target=stain_target,
+        precision=precision,
     )
 
 
@@ -536,12 +544,18 @@ def run_evaluate(
     experiment: str | None = None,
     stain_normalise: str = "none",
     stain_target: str | None = None,
+    precision: Precision = "auto",
 ) -> EvalReport:
     """``load_and_evaluate`` of any model URI as one MLflow run linked to the model's
     version and training run; the tables and pictures go to ``out`` and the run, whose
     param ``split`` names the split scored."""
     store = tracking.store_uri(tracking_uri)
-    params = {"shards": redact(shards_root), "split": split, "stain_normalise": stain_normalise}
+    params = {
+        "shards": redact(shards_root),
+        "split": split,
+        "stain_normalise": stain_normalise,
+        "precision": precision,
+    }
     if stain_target:
         params["stain_target"] = redact(stain_target)
     with stage_run(
@@ -556,7 +570,7 @@ def run_evaluate(
     ) as run:
         model_dir = tracking.fetch_model(model_uri, store)
         report = load_and_evaluate(
-            str(model_dir), shards_root, split, run.dir, stain_normalise, stain_target
+            str(model_dir), shards_root, split, run.dir, stain_normalise, stain_target, precision
         )
         run.metrics.update(report.metrics)
     return report

@@ -56,18 +56,21 @@ only between the reader and the model, in blocks Ray Data back-pressures, so
 memory does not grow with the number of slides.
 
 **Why waves.** Ray Data checkpoints rows, and a slide fans out into thousands
-of tiles, so completeness is tracked per slide instead. A wave (``wave_slides``
-slides) is one pipeline run, executed as a Ray task the driver watches; when
-its write returns, every tile of those slides was either written or recorded as
-bad, so each slide can be decided and committed: compacted to its one sorted
-file, exported, marked done. A slide is complete exactly when its done marker
+of tiles, so completeness is tracked per slide instead. A wave (up to
+``wave_slides`` slides and ``wave_gb`` of slide files: :func:`waves`) is one
+pipeline run, executed as a Ray task the driver watches; when its write
+returns, every tile of those slides was either written or recorded as bad, so
+each slide can be decided and committed: compacted to its one sorted file,
+exported, marked done. A slide is complete exactly when its done marker
 exists; a re-run skips those (refusing, or with ``redo_changed`` redoing, the
 ones made by another model, settings or file: :mod:`ghist_ray.inference.provenance`)
 and redoes everything else from scratch. Slides that fail (unopenable or
 corrupt file, no MPP, no tissue, too many tiles, more than ``max_bad_tiles``
 unreadable tiles) go to the failures table and the run goes on; the summary's
-``failed`` count is for the exit status. The price of waves is that the model
-idles while a wave drains, which big waves make small.
+``failed`` count is for the exit status. The price of waves is that each starts
+its actors and loads the model anew (seconds), and the model idles while a wave
+drains: sizing waves by bytes keeps both small beside the wave's work, for a
+cohort of a thousand one-tile slides as for one of 2 GB scans.
 
 **Poison slides.** Actors are restarted ``worker_restarts`` times, never without
 limit; a wave that still fails, runs past its budget (``slide_timeout_s`` per
@@ -192,6 +195,8 @@ class _Pipeline:
                 "min_nucleus_px": self.tiling.min_nucleus_px,
                 "torch_threads": cfg.torch_threads,
                 "counter": self.counter,
+                "precision": cfg.precision,
+                "compile_encoder": cfg.compile,
             },
             compute=pools.models.strategy(),
             batch_size=cfg.model_batch,
@@ -375,6 +380,26 @@ def _check_changed(
         layout.remove(layout.done_marker(slide_id))
 
 
+def waves(
+    sources: list[SlideSource], sizes: dict[str, int | None], max_slides: int, max_gb: float
+) -> list[list[SlideSource]]:
+    """``sources`` in order, cut into waves of at most ``max_slides`` slides and
+    ``max_gb`` of slide files (a slide bigger than that is a wave alone; one of
+    unknown size counts as ``max_gb / 16``, the old fixed wave of 16)."""
+    limit = max_gb * 1e9
+    out: list[list[SlideSource]] = []
+    held = 0.0
+    for source in sources:
+        size = sizes.get(source.slide_id)
+        size = limit / 16 if size is None else float(size)
+        if not out or len(out[-1]) >= max_slides or held + size > limit:
+            out.append([])
+            held = 0.0
+        out[-1].append(source)
+        held += size
+    return out
+
+
 def run_infer(
     config: InferConfig,
     manifest_uri: str,
@@ -459,8 +484,9 @@ def run_infer(
         runner = _Run(pipeline, now, tracker, lease, progress, _largest_node_memory())
         rows: list[dict[str, Any]] = []
         try:
-            for first in range(0, len(pending), config.wave_slides):
-                wave_rows = runner.wave(pending[first : first + config.wave_slides])
+            sizes = {sid: stamp.get("size") for sid, stamp in now.items()}
+            for wave in waves(pending, sizes, config.wave_slides, config.wave_gb):
+                wave_rows = runner.wave(wave)
                 layout.record_slides(wave_rows)
                 failed = [r for r in wave_rows if r["status"] == "failed"]
                 layout.record_failures(

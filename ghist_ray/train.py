@@ -39,7 +39,7 @@ from ray.train.torch import TorchTrainer
 from ghist_ray import tracking, uri
 from ghist_ray.augment import augment
 from ghist_ray.calibrate import calibrate_nuclei, with_thresholds
-from ghist_ray.config import TrainConfig
+from ghist_ray.config import Precision, TrainConfig
 from ghist_ray.errors import GhistError
 from ghist_ray.model import (
     GhistNet,
@@ -50,6 +50,7 @@ from ghist_ray.model import (
     save_model,
 )
 from ghist_ray.model.checkpoint import update_card
+from ghist_ray.model.precision import autocast
 from ghist_ray.nuclei_stats import CARD_KEY as NUCLEI_CARD_KEY
 from ghist_ray.nuclei_stats import training_distribution
 from ghist_ray.runtime import ensure_ray
@@ -265,7 +266,6 @@ def train_loop(loop: dict) -> None:
             print(f"train: resuming from epoch {start_epoch} (checkpoint {checkpoint.path})")
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
-    bf16 = device.type == "cuda"
     weights = (
         model.module.config.loss_weights if hasattr(model, "module") else model.config.loss_weights
     )
@@ -283,7 +283,7 @@ def train_loop(loop: dict) -> None:
         start = time.perf_counter()
         for batch in _batches("train", cfg.batch_size, meta, cfg.max_steps_per_epoch):
             batch = augment(batch, cfg.stain_jitter, generator).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with autocast(device, cfg.precision):
                 out = model(
                     batch.images,
                     batch.instances,
@@ -304,18 +304,18 @@ def train_loop(loop: dict) -> None:
 
         model.eval()
         stats = ValidationStats(len(meta["genes"]), len(meta["type_names"]))
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, cfg.precision):
             for batch in _batches("val", cfg.batch_size, meta, cfg.max_val_batches):
                 batch = batch.to(device)
                 cells = model(
                     batch.images, batch.instances, batch.cell_patch, batch.cell_instance
                 ).cells
                 stats.add(
-                    cells.expression,
+                    cells.expression.float(),
                     batch.cell_expr,
-                    cells.type_logits,
+                    cells.type_logits.float(),
                     batch.cell_type,
-                    cells.nbhd_logits.softmax(1),
+                    cells.nbhd_logits.float().softmax(1),
                     batch.cell_nbhd,
                 )
         stats.all_reduce()
@@ -364,13 +364,14 @@ def _calibrate(
     model_dir: Path,
     shards: str,
     tiles: int,
+    precision: Precision,
     tracking_uri: str,
     run_id: str,
     progress: Callable[[str], None],
 ) -> None:
     """Nucleus thresholds of the chosen model, fitted on training tiles, into its card."""
     model = load_model(model_dir, map_location="cpu")
-    found = calibrate_nuclei(model, shards, "train", tiles)
+    found = calibrate_nuclei(model, shards, "train", tiles, precision=precision)
     save_model(with_thresholds(model, found), model_dir)
     tracking.log_params(
         tracking_uri,
@@ -496,7 +497,15 @@ def run_train(
                 shutil.rmtree(model_dir)
             shutil.copytree(Path(d) / MODEL_DIR, model_dir)
         if config.calibrate_tiles:
-            _calibrate(model_dir, shards, config.calibrate_tiles, tracking_uri, run_id, progress)
+            _calibrate(
+                model_dir,
+                shards,
+                config.calibrate_tiles,
+                config.precision,
+                tracking_uri,
+                run_id,
+                progress,
+            )
         nuclei = training_distribution(shards)  # what inference checks slides against
         update_card(model_dir, **{NUCLEI_CARD_KEY: nuclei.to_card()})
         metrics = {
@@ -508,7 +517,9 @@ def run_train(
             from ghist_ray.evaluate import load_and_evaluate
 
             eval_dir = eval_dir or Path(tempfile.mkdtemp(prefix="ghist_ray-eval-"))
-            report = load_and_evaluate(str(model_dir), shards, TEST, eval_dir)
+            report = load_and_evaluate(
+                str(model_dir), shards, TEST, eval_dir, precision=config.precision
+            )
             metrics.update({f"eval_{k}": v for k, v in report.metrics.items()})
             tracking.log_metrics(
                 tracking_uri,

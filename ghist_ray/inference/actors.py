@@ -19,6 +19,7 @@ import numpy as np
 import ray
 import torch
 
+from ghist_ray.config import Precision
 from ghist_ray.inference.plan import Tiling, failure_text, source_of, stains_of
 from ghist_ray.inference.postprocess import TILE_COLUMNS, per_cell
 from ghist_ray.inference.state import RunLayout
@@ -90,6 +91,8 @@ class CellPredictor:
         min_nucleus_px: int,
         torch_threads: int,
         counter: ray.actor.ActorHandle | None = None,
+        precision: Precision = "auto",
+        compile_encoder: bool = False,
     ) -> None:
         if isinstance(model_files, ray.ObjectRef):
             model_files = ray.get(model_files)
@@ -108,7 +111,10 @@ class CellPredictor:
         if device == "cpu":  # Ray caps a worker at 1 thread for fractional CPUs
             torch.set_num_threads(torch_threads or os.cpu_count() or 1)
         self.model = load_model(folder, map_location=device)
+        if compile_encoder:  # compiled on the first batch; shapes are fixed per batch size
+            self.model.encode = torch.compile(self.model.encode)
         self.layout, self.min_px, self.counter = layout, min_nucleus_px, counter
+        self.precision = precision
         if counter is not None and here is not None:  # where it ran, for the run record
             counter.placed.remote("model", here.get_node_id(), gpus)
 
@@ -117,7 +123,9 @@ class CellPredictor:
         preds = self._no_cells()
         try:
             if n:
-                preds = predict_patch(self.model, batch["image"], min_area_px=self.min_px)
+                preds = predict_patch(
+                    self.model, batch["image"], min_area_px=self.min_px, precision=self.precision
+                )
         except Exception as exc:
             _record(self.layout, batch, np.arange(n), "model", failure_text(exc))
         if self.counter is not None:

@@ -12,6 +12,7 @@ from collections.abc import Collection
 import numpy as np
 import pyarrow as pa
 
+from ghist_ray.config import Precision
 from ghist_ray.inference.plan import SlideSource, Tiling, tile_rows
 from ghist_ray.inference.postprocess import (
     STAGING_SHAPE,
@@ -30,6 +31,7 @@ def naive_slide_cells(
     tiling: Tiling,
     batch_size: int = 16,
     skip: Collection[int] = (),
+    precision: Precision = "auto",
 ) -> pa.Table:
     """Open the slide, read its tissue tiles in order (leaving out the tile indices
     in ``skip``: what a run that lost those tiles must give), run the model on each
@@ -52,7 +54,9 @@ def naive_slide_cells(
                     for x0, y0 in zip(tiles["x0"], tiles["y0"], strict=True)
                 ]
             )
-            preds = predict_patch(model, images, min_area_px=tiling.min_nucleus_px)
+            preds = predict_patch(
+                model, images, min_area_px=tiling.min_nucleus_px, precision=precision
+            )
             tables.append(owned_cells(per_cell(tiles, preds), meta))
     staged = pa.concat_tables(tables)
     cells = staged.drop_columns(["cut", STAGING_SHAPE.name]).sort_by("cell_id")

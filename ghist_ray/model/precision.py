@@ -14,11 +14,11 @@ import platform
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-Precision = Literal["auto", "fp32", "bf16"]
+from ghist_ray.config import Precision
+
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 dot products
 
 

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ghist_ray.model.instances import cells_from_instances, instances_from_maps
 from ghist_ray.model.network import GhistNet
+from ghist_ray.model.precision import Precision, autocast
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,14 @@ def predict_patch(
     nuclei_masks: np.ndarray | Tensor | None = None,
     *,
     min_area_px: int = 16,
+    precision: Precision = "auto",
 ) -> CellPredictions:
     """Predict every nucleus of a batch of patches; puts `model` in eval mode.
 
     Nuclei come from the segmentation head, split with the thresholds of the model's card,
     unless `nuclei_masks` (B, H, W, 0 = background) are given. Runs under
-    `inference_mode`, bf16 autocast on CUDA, channels-last input. A patch without nuclei
+    `inference_mode`, in bf16 where `precision` says so (see `ghist_ray.model.precision`), with
+    channels-last input. A patch without nuclei
     contributes zero rows.
 
     Example:
@@ -69,8 +72,7 @@ def predict_patch(
     model.eval()
     device = model.input_mean.device
     x = _as_nchw(images).to(device).contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, precision):
         pixels = model.encode(x)
         if nuclei_masks is None:
             found = instances_from_maps(

@@ -118,6 +118,7 @@ def _model_method(model_dir: Path, config: InferConfig) -> Method:
             max_nucleus_um=config.max_nucleus_um,
             min_nucleus_um2=config.min_nucleus_um2,
             batch=config.model_batch,
+            precision=config.precision,
         )
 
     return run

@@ -47,6 +47,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, PatchBatch, load_model, model_card, save_model
 from ghist_ray.model.checkpoint import read_model_card, update_card
 from ghist_ray.model.losses import segmentation_losses, weighted_total
+from ghist_ray.model.precision import autocast
 from ghist_ray.model.targets import distance_targets
 from ghist_ray.nuclei.annotations import AnnotatedImage, load_folder, read_organs
 from ghist_ray.nuclei.predict import resampled
@@ -201,7 +202,8 @@ def _train(
         batch = augment(
             random_patches(grids, patch_px, config.batch_size, rng), config.stain_jitter, generator
         )
-        terms = segmentation_loss(model, batch)
+        with autocast(model.input_mean.device, config.precision):
+            terms = segmentation_loss(model, batch)
         optimiser.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimiser.step()
@@ -235,14 +237,18 @@ def finetune_nuclei(
     tiles, truth = grid_tiles(grids, mc.patch_px, CALIBRATION_TILES)
     where = f"{len(images)} annotated images"
     with torch_threads(config.torch_threads):
-        before = calibrate_tiles(model, tiles, truth, where, config.min_nucleus_um2)
+        before = calibrate_tiles(
+            model, tiles, truth, where, config.min_nucleus_um2, precision=config.precision
+        )
         trained, frozen = freeze_all_but_nuclei(model)
         progress(
             f"nuclei: {len(images)} images, {len(tiles)} calibration tiles at {mc.mpp:g} µm/px; "
             f"training {trained:,} parameters ({', '.join(TRAINED)}), {frozen:,} frozen"
         )
         losses = _train(model, grids, config, progress)
-        after = calibrate_tiles(model, tiles, truth, where, config.min_nucleus_um2)
+        after = calibrate_tiles(
+            model, tiles, truth, where, config.min_nucleus_um2, precision=config.precision
+        )
     if config.calibrate:
         with_thresholds(model, after)
     else:  # the model keeps its thresholds: report the F1 at those

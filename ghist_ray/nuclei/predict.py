@@ -15,6 +15,7 @@ import math
 import numpy as np
 from PIL import Image
 
+from ghist_ray.config import Precision
 from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, predict_patch
 from ghist_ray.model.instances import min_nucleus_px
@@ -69,6 +70,7 @@ def predict_nuclei(
     max_nucleus_um: float = 12.0,
     min_nucleus_um2: float = 4.0,
     batch: int = 16,
+    precision: Precision = "auto",
 ) -> np.ndarray:
     """(H, W) int32 nucleus ids (0 = background) of an RGB uint8 image at ``mpp``.
 
@@ -98,7 +100,10 @@ def predict_nuclei(
             [image[grid.y0[i] : grid.y0[i] + p, grid.x0[i] : grid.x0[i] + p] for i in tiles]
         )
         preds = predict_patch(
-            model, patches, min_area_px=min_nucleus_px(min_nucleus_um2, config.mpp)
+            model,
+            patches,
+            min_area_px=min_nucleus_px(min_nucleus_um2, config.mpp),
+            precision=precision,
         )
         for k, i in enumerate(tiles):
             mine = preds.patch == k

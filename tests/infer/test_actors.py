@@ -73,3 +73,30 @@ def test_failed_model_batch_is_recorded_not_raised(tmp_path: Path) -> None:
     assert len(rows["instance"]) == 0 and rows["expression"].shape == (0, 2)
     bad = layout.bad_tiles("s")
     assert sorted(bad) == [0, 1] and bad[0]["stage"] == "model"
+
+
+@pytest.mark.slow
+def test_compiled_encoder_gives_the_eager_cells(scratched_slide: Path, tmp_path: Path) -> None:
+    """``infer.compile``: the model actor's encoder runs through torch.compile and finds
+    the cells the eager one finds."""
+    import torch
+
+    torch.manual_seed(0)
+    model_dir = save_model(GhistNet(MODEL), tmp_path / "model")
+    files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    tiling = Tiling.for_model(MODEL, InferConfig(max_nucleus_um=4.0))
+    batch = _batch(tiling, SlideSource("noise", str(scratched_slide)))
+    batch = {k: v[:8] for k, v in batch.items()}
+    layout = RunLayout(str(tmp_path / "out"), "run-1")
+    batch = TileReader(tiling, layout)(batch)
+    found = {}
+    for compiled in (False, True):
+        predictor = CellPredictor(
+            files, layout, 1, torch_threads=2, precision="fp32", compile_encoder=compiled
+        )
+        assert hasattr(predictor.model.encode, "_torchdynamo_orig_callable") == compiled
+        found[compiled] = predictor(dict(batch))
+    assert len(found[True]["instance"]) == len(found[False]["instance"]) > 0
+    np.testing.assert_allclose(
+        found[True]["expression"], found[False]["expression"], rtol=1e-3, atol=1e-4
+    )
