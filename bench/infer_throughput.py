@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +50,11 @@ from ghist_ray.inference.naive import naive_slide_cells
 from ghist_ray.inference.plan import Tiling, slide_sources
 from ghist_ray.manifest import read_manifest
 from ghist_ray.model import GhistNet, ModelConfig, load_model, predict_patch, save_model
+from ghist_ray.model.precision import uses_bf16
 from ghist_ray.synth import generate_cohort
 from ghist_ray.synth.layout import TYPE_NAMES
 
-CONFIG = InferConfig(anndata=False, geojson=False, wave_slides=16, progress_s=60.0)
+CONFIG = InferConfig(anndata=False, geojson=False, progress_s=60.0)
 
 
 def start_ray() -> None:
@@ -98,32 +100,45 @@ def repeated(manifest: Path, n: int, out: Path) -> Path:
     return out
 
 
-def throughput(manifest: Path, model: Path, work: Path) -> dict:
+def throughput(
+    manifest: Path,
+    model: Path,
+    work: Path,
+    config: InferConfig = CONFIG,
+    watch: AbstractContextManager[object] | None = None,
+) -> dict:
+    """Pipeline, naive loop and model alone on the same slides. ``config`` with
+    ``accelerator="gpu"`` runs all three on the GPU; ``watch`` is entered for the
+    pipeline run alone (a sampler of what the run does, say)."""
     start_ray()
-    summary = run_infer(CONFIG, str(manifest), str(model), str(work / "ray-out"), progress=print)
+    with watch or nullcontext():
+        summary = run_infer(
+            config, str(manifest), str(model), str(work / "ray-out"), progress=print
+        )
     pipeline = summary.tiles_per_s
     torch.set_num_threads(os.cpu_count() or 1)
-    net = load_model(model)
-    tiling = Tiling.for_model(net.config, CONFIG)
+    net = load_model(model, map_location="cuda" if config.accelerator == "gpu" else "cpu")
+    tiling = Tiling.for_model(net.config, config)
     sources = slide_sources(read_manifest(str(manifest)))
     start = time.perf_counter()
     for source in sources:
-        naive_slide_cells(source, net, tiling, CONFIG.model_batch)
+        naive_slide_cells(source, net, tiling, config.model_batch)
     naive = summary.tiles / (time.perf_counter() - start)  # the same tiles
     with tiling.open(sources[0]) as slide:
         grid = tiling.grid(slide)[0]
         images = np.stack(
             [tiling.read(slide, x, y, grid.size_l0) for x, y in zip(grid.x0, grid.y0, strict=True)]
         )
-    predict_patch(net, images[: CONFIG.model_batch])  # warm-up
+    predict_patch(net, images[: config.model_batch])  # warm-up
     start = time.perf_counter()
-    for first in range(0, len(images), CONFIG.model_batch):
+    for first in range(0, len(images), config.model_batch):
         predict_patch(
-            net, images[first : first + CONFIG.model_batch], min_area_px=tiling.min_nucleus_px
+            net, images[first : first + config.model_batch], min_area_px=tiling.min_nucleus_px
         )
     alone = len(images) / (time.perf_counter() - start)
     ray.shutdown()
     return {
+        "precision": "bf16" if uses_bf16(net.input_mean.device, config.precision) else "fp32",
         "slides": len(sources),
         "tiles": summary.tiles,
         "cells": summary.cells,
@@ -165,6 +180,7 @@ def memory_run(manifest: Path, model: Path, out: Path) -> dict:
         "slides": summary.done,
         "tiles": summary.tiles,
         "seconds": seconds,
+        "seconds_per_slide": seconds / max(summary.done, 1),
         "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_mb": workers[0][1] / 2**20 if workers else 0.0,
         "largest_worker": workers[0][0] if workers else "",
@@ -192,12 +208,13 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "| slides | tiles | run s | driver peak MB | largest worker peak MB |",
-        "|---|---|---|---|---|",
+        "| slides | tiles | run s | s per slide | driver peak MB | largest worker peak MB |",
+        "|---|---|---|---|---|---|",
     ]
     for m in result["memory"]:
         lines.append(
-            f"| {m['slides']} | {m['tiles']} | {m.get('seconds', float('nan')):.0f} | "
+            f"| {m['slides']} | {m['tiles']} | {m['seconds']:.0f} | "
+            f"{m['seconds'] / max(m['slides'], 1):.2f} | "
             f"{m['driver_peak_mb']:.0f} | "
             f"{m['worker_peak_mb']:.0f} ({m['largest_worker']}) |"
         )

@@ -1,15 +1,19 @@
 """Every benchmark, each in a process of its own, into one results file per machine.
 
 Run: python bench/run_all.py [--quick] [--only NAME ...] [--no-readme]
+                             [--parity-model DIR --parity-shards DIR]
 
-Writes ``bench/results/<machine>.json`` (every benchmark's own JSON, plus the
-machine; with ``--only``, the named benchmarks replace their entries and the
-others stay) and ``bench/results/<machine>.md`` (the headline figures, each beside
-the baseline measured in the same run, then the arithmetic of a projection to a
+Writes ``bench/results/<machine>.json`` (every benchmark's own JSON and the day
+it was measured, plus the machine; the benchmarks run replace their entries and
+the others stay, so the table says which figure is from which day) and
+``bench/results/<machine>.md`` (the headline figures, each beside the baseline
+measured in the same run, then the arithmetic of a projection to a
 TCGA-BRCA-sized cohort: see ``projection``), and puts that table into README.md
 between the ``bench:start``/``bench:end`` markers. ``<machine>`` names the CPU
 count and the GPU, if any (``2cpu``, ``16cpu-h200``), so figures from different
-machines sit side by side.
+machines sit side by side. ``precision_parity`` needs a trained model and its
+shards (the quality run's: see README, "bf16 where the hardware has it"); without
+them it is skipped and its last figures stay.
 """
 
 from __future__ import annotations
@@ -126,7 +130,12 @@ def infer_throughput(r: dict) -> list[Row]:
         t[k] for k in ("model_alone_tiles_per_s", "naive_tiles_per_s", "pipeline_tiles_per_s")
     )
     rows: list[Row] = [
-        ("inference, model alone (compute bound)", f"{_fmt(alone)} tiles/s", "", ""),
+        (
+            f"inference, model alone ({t.get('precision', 'fp32')}, compute bound)",
+            f"{_fmt(alone)} tiles/s",
+            "",
+            "",
+        ),
         (
             "inference, naive single-process loop",
             f"{_fmt(naive)} tiles/s",
@@ -141,7 +150,19 @@ def infer_throughput(r: dict) -> list[Row]:
         ),
     ]
     first = r["memory"][0]
+
+    def per_slide(m: dict) -> float:
+        return m["seconds"] / max(m["slides"], 1)
+
     for m in r["memory"]:
+        rows.append(
+            (
+                f"inference per-slide cost, {m['slides']} one-tile slides",
+                f"{per_slide(m):.2f} s per slide",
+                f"{first['slides']} slides {per_slide(first):.2f} s",
+                _ratio(per_slide(m), per_slide(first)),
+            )
+        )
         rows.append(
             (
                 f"inference memory, {m['slides']} slides",
@@ -152,6 +173,39 @@ def infer_throughput(r: dict) -> list[Row]:
             )
         )
     return rows
+
+
+def precision_parity(r: dict) -> list[Row]:
+    """bf16 against fp32 on a trained model's held-out tiles (``precision_parity.py``)."""
+    where = f"{r['split']} split, {r['tiles']} tiles"
+    rows: list[Row] = [
+        (
+            f"bf16 parity, {name} ({where})",
+            f"{r['held_out']['bf16'][key]:.4f}",
+            f"fp32 {r['held_out']['fp32'][key]:.4f}",
+            f"{r['delta'][key]:+.4f}",
+        )
+        for key, name in (
+            ("pcc_median_svg20", "top-20 SVG PCC"),
+            ("type_macro_f1", "type macro-F1"),
+            ("nuclei_f1", "nuclei F1"),
+        )
+    ]
+    return [
+        *rows,
+        (
+            "bf16 parity, nuclei matched one to one at IoU ≥ 0.5",
+            f"{r['nuclei_matched']:,} of {r['nuclei_bf16']:,}",
+            f"fp32 {r['nuclei_fp32']:,}",
+            f"{r['matched_fraction']:.4f}",
+        ),
+        (
+            "bf16 parity, whole predict_patch calls",
+            f"{_fmt(r['tiles_per_s']['bf16'])} tiles/s",
+            f"fp32 {_fmt(r['tiles_per_s']['fp32'])}",
+            _ratio(r["tiles_per_s"]["bf16"], r["tiles_per_s"]["fp32"]),
+        ),
+    ]
 
 
 def backend_read(r: dict) -> list[Row]:
@@ -288,6 +342,8 @@ def projection(results: dict[str, dict], where: dict, quick: bool = False) -> li
             ("1 model actor, `scaling`", results["scaling"]["best"]["actors=1"]["tiles_per_s"])
         )
     rates = [(source, rate) for source, rate in rates if rate]
+    measured = results.get("infer_throughput", {}).get("throughput", {}).get("precision", "fp32")
+    precision = "bf16 (AMX, as on c7i)" if measured == "bf16" and not where["gpu"] else measured
     if not rates:
         return []
     stride_um = (PATCH_PX - OVERLAP_PX) * MPP
@@ -306,7 +362,8 @@ def projection(results: dict[str, dict], where: dict, quick: bool = False) -> li
         price = NODE_PRICE_H
     lines = [
         "",
-        f"**Projection: a TCGA-BRCA-sized cohort on {cluster}** — {kind}, small preset:",
+        f"**Projection: a TCGA-BRCA-sized cohort on {cluster}** — {kind}, small preset, "
+        f"{precision}:",
         "",
         f"- tiles per slide: {TISSUE_MM2:.0f} mm² of tissue (assumed) at {MPP} µm/px, "
         f"{PATCH_PX} px tiles overlapping {OVERLAP_PX} px (stride {stride_um:.0f} µm): "
@@ -350,6 +407,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], Callable[[dict], list[Row]]]] 
         train_throughput,
     ),
     "infer_throughput": ([], ["--quick"], infer_throughput),
+    # needs a trained model and its shards: --parity-model, --parity-shards
+    "precision_parity": ([], ["--max-tiles", "32"], precision_parity),
     "s3_read": ([], ["--side-um", "1024", "--repeats", "2"], s3_read),
     "backend_read": ([], ["--tiles", "60", "--side-um", "1024", "--repeats", "1"], backend_read),
     "scaling": ([], ["--quick"], scaling),
@@ -365,9 +424,13 @@ def machine() -> dict[str, object]:
 
 def markdown(where: dict, results: dict[str, dict], quick: bool) -> str:
     gpu = f", {where['gpu']}" if where["gpu"] else ", no GPU"
+    dates: dict[str, list[str]] = {}
+    for name, result in results.items():
+        dates.setdefault(result.get("measured", "an earlier sweep"), []).append(name)
+    when = "; ".join(f"{', '.join(names)}: {day}" for day, names in sorted(dates.items()))
     lines = [
         f"Measured by `python bench/run_all.py{' --quick' if quick else ''}` on "
-        f"{where['cpus']} CPU cores{gpu} ({time.strftime('%Y-%m-%d')}).",
+        f"{where['cpus']} CPU cores{gpu} ({when}).",
         "",
         "| what | figure | baseline (same run) | ratio |",
         "|---|---|---|---|",
@@ -392,24 +455,40 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: minutes, not an hour")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS))
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--parity-model", help="trained model folder for precision_parity")
+    parser.add_argument("--parity-shards", help="its shard folder (the test split is used)")
     args = parser.parse_args()
     where = machine()
     results: dict[str, dict] = {}
     for name in args.only or BENCHMARKS:
         full, quick, _ = BENCHMARKS[name]
+        given: list[str] = []
+        if name == "precision_parity":
+            if not (args.parity_model and args.parity_shards):
+                print("run_all: precision_parity skipped (give --parity-model and --parity-shards)")
+                continue
+            given = ["--model", args.parity_model, "--shards", args.parity_shards]
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / f"{name}.json"
-            command = [sys.executable, str(BENCH / f"{name}.py"), *(quick if args.quick else full)]
+            command = [
+                sys.executable,
+                str(BENCH / f"{name}.py"),
+                *(quick if args.quick else full),
+                *given,
+            ]
             started = time.perf_counter()
             print(f"run_all: {name} ...", flush=True)
             done = subprocess.run([*command, "--json", str(target)], capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"run_all: {name} failed:\n{done.stderr[-3000:]}")
-            results[name] = json.loads(target.read_text())
+            results[name] = {
+                **json.loads(target.read_text()),
+                "measured": time.strftime("%Y-%m-%d"),
+            }
             print(f"run_all: {name} done in {time.perf_counter() - started:.0f} s", flush=True)
     out = BENCH / "results" / f"{where['slug']}{'-quick' if args.quick else ''}"
     out.parent.mkdir(exist_ok=True)
-    if args.only and out.with_suffix(".json").exists():  # re-measured ones replace their entry
+    if out.with_suffix(".json").exists():  # re-measured ones replace their entry
         results = {**json.loads(out.with_suffix(".json").read_text())["results"], **results}
         results = {name: results[name] for name in BENCHMARKS if name in results}
     table = markdown(where, results, args.quick)
@@ -418,7 +497,7 @@ def main() -> None:
     )
     out.with_suffix(".md").write_text(table + "\n")
     print(table)
-    if not args.no_readme and not args.only:
+    if not args.no_readme:
         update_readme(table)
 
 

@@ -25,7 +25,8 @@ from ghist_ray.synth import generate_cohort
 from ghist_ray.train import run_train
 
 
-def _shards(root: Path) -> Path:
+def training_shards(root: Path) -> Path:
+    """Shards of a small synthetic cohort (2 slides, 2 with Xenium) under ``root``."""
     cohort = root / "cohort"
     generate_cohort(
         SynthConfig(n_slides=2, n_xenium=2, width_um=768, height_um=640, seed=3),
@@ -40,6 +41,26 @@ def _shards(root: Path) -> Path:
         progress=lambda _: None,
     )
     return root / "shards"
+
+
+def patches_per_s(
+    shards: Path,
+    out: str,
+    workers: int,
+    cpus_per_worker: float,
+    use_gpu: bool,
+    steps: int,
+    batch_size: int,
+) -> float:
+    """Training patches/s of one short fit of ``steps`` steps on ``workers`` Ray Train workers."""
+    config = TrainConfig(
+        name=f"bench{workers}", epochs=1, max_steps_per_epoch=steps, max_val_batches=1,
+        batch_size=batch_size, num_workers=workers, cpus_per_worker=cpus_per_worker,
+        use_gpu=use_gpu, register_as=None,
+    )  # fmt: skip
+    result = run_train(config, str(shards), out, lambda _: None, False)
+    # Every worker reports its own rate; the cluster's is the sum.
+    return workers * result.metrics["train_samples_per_s"]
 
 
 def main() -> None:
@@ -62,18 +83,13 @@ def main() -> None:
     )  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        shards = _shards(Path(tmp))
+        shards = training_shards(Path(tmp))
         for label, workers, per_worker, use_gpu in setups:
-            config = TrainConfig(
-                name=f"bench{workers}", epochs=1, max_steps_per_epoch=args.steps, max_val_batches=1,
-                batch_size=args.batch_size, num_workers=workers, cpus_per_worker=per_worker,
-                use_gpu=use_gpu, register_as=None,
+            rate = patches_per_s(
+                shards, f"{tmp}/run{workers}", workers, per_worker, use_gpu, args.steps,
+                args.batch_size,
             )  # fmt: skip
-            result = run_train(config, str(shards), f"{tmp}/run{workers}", lambda _: None, False)
-            # Every worker reports its own rate; the cluster's is the sum.
-            rows.append(
-                {"setup": label, "patches_per_s": workers * result.metrics["train_samples_per_s"]}
-            )
+            rows.append({"setup": label, "patches_per_s": rate})
     base = rows[0]["patches_per_s"]
     for row in rows:
         row["ratio_vs_first"] = round(row["patches_per_s"] / base, 2)
