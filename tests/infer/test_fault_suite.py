@@ -85,7 +85,14 @@ def _cells_without(
 ) -> pd.DataFrame:
     """A single-process run of the slide without the tiles in ``skip``: what the
     pipeline must give once those tiles are lost."""
-    cells = naive_slide_cells(source, load_model(model_dir), tiling, batch_size=8, skip=skip)
+    cells = naive_slide_cells(
+        source,
+        load_model(model_dir),
+        tiling,
+        batch_size=8,
+        skip=skip,
+        precision=TEST_CONFIG.precision,
+    )
     return cells.drop_columns(["slide_id"]).to_pandas()
 
 

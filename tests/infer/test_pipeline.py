@@ -57,7 +57,9 @@ def test_cells_equal_a_single_process_run_of_the_same_tiles(
     cells = reference_run.cells()
     for sid in GOOD:
         source = SlideSource(sid, str(infer_cohort.root / "slides" / f"{sid}.tiff"))
-        expected = naive_slide_cells(source, model, tiling).to_pandas()
+        expected = naive_slide_cells(
+            source, model, tiling, TEST_CONFIG.model_batch, precision=TEST_CONFIG.precision
+        ).to_pandas()
         got = cells[cells["slide_id"] == sid].reset_index(drop=True)
         assert len(got) == len(expected) > 100
         assert np.array_equal(got["cell_id"], expected["cell_id"])

@@ -181,7 +181,13 @@ def test_soak_200_slides_poison_kills_slow_down_and_a_driver_kill_lose_no_cell(
     want = []
     for path in paths:
         if path.stem != poison:
-            cells = naive_slide_cells(SlideSource(path.stem, str(path)), model, tiling)
+            cells = naive_slide_cells(
+                SlideSource(path.stem, str(path)),
+                model,
+                tiling,
+                TEST_CONFIG.model_batch,
+                precision=TEST_CONFIG.precision,
+            )
             want.append(cells.to_pandas().assign(slide_id=path.stem))
     expected = pd.concat(want, ignore_index=True)
     expected = expected[got.columns].sort_values(["slide_id", "cell_id"], ignore_index=True)

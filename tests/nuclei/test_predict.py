@@ -14,7 +14,9 @@ from ghist_ray.nuclei.predict import predict_nuclei
 from ghist_ray.nuclei.scores import score_image
 
 
-def dark_blobs_patch(model: object, images: np.ndarray, min_area_px: int) -> CellPredictions:
+def dark_blobs_patch(
+    model: object, images: np.ndarray, min_area_px: int, precision: str = "auto"
+) -> CellPredictions:
     """A stand-in for ``predict_patch``: every dark blob of a patch is a nucleus, ids
     restarting per patch, centroids in patch pixels (what the real one reports)."""
     instances = np.stack([ndi.label(image.mean(-1) < 128)[0] for image in images])
