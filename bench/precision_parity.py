@@ -37,7 +37,7 @@ from ghist_ray import metrics
 from ghist_ray.evaluate import evaluate_model
 from ghist_ray.model import load_model, min_nucleus_px, predict_patch
 from ghist_ray.model.precision import cpu_has_bf16
-from ghist_ray.shards import decode_image, numpy_rows, split_dataset
+from ghist_ray.shards import decode_image, split_dataset, spread_rows
 
 HEADLINE = {  # evaluate's metric → what the README calls it
     "pcc_median_svg20": "top-20 SVG PCC",
@@ -50,20 +50,10 @@ BATCH = 16
 
 def _tiles(shards: str, split: str, max_tiles: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(N, P, P, 3) images and (N, P, P) nuclei of up to ``max_tiles`` tiles of ``split``."""
-    dataset = split_dataset(shards, split)
-    n = dataset.count_rows()
-    picked = np.arange(n) if not max_tiles else np.linspace(0, n - 1, min(n, max_tiles))
-    rows = numpy_rows(dataset.take(np.unique(picked.round().astype(np.int64))))
+    rows = spread_rows(split_dataset(shards, split), max_tiles, ["image_png", "mask_png"])
     images = np.stack([decode_image(p) for p in rows["image_png"]])
     nuclei = np.stack([decode_image(p).astype(np.int64) for p in rows["mask_png"]])
     return images, nuclei
-
-
-def _per_gene_pcc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """PCC of each column of ``a`` with the same column of ``b`` (NaN where constant)."""
-    a, b = a - a.mean(0), b - b.mean(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
 
 
 def compare_outputs(model, images: np.ndarray, nuclei: np.ndarray, min_px: int) -> dict:
@@ -85,7 +75,7 @@ def compare_outputs(model, images: np.ndarray, nuclei: np.ndarray, min_px: int) 
     matched, only_bf16, only_fp32 = metrics.detection_f1(bf16, fp32)
     expr = {f: np.concatenate([p.expression for p in given[f]]) for f in FORMATS}
     types = {f: np.concatenate([p.type_prob.argmax(1) for p in given[f]]) for f in FORMATS}
-    pcc = _per_gene_pcc(expr["fp32"], expr["bf16"])
+    pcc = metrics.gene_pcc(expr["bf16"], expr["fp32"])
     return {
         "tiles": len(images),
         "nuclei_fp32": matched + only_fp32,

@@ -28,7 +28,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, load_model, min_nucleus_px, save_model
 from ghist_ray.model.instances import threshold_grid_f1
 from ghist_ray.model.precision import autocast
-from ghist_ray.shards import decode_image, numpy_rows, split_dataset
+from ghist_ray.shards import decode_image, split_dataset, spread_rows
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import stage_run
 
@@ -73,11 +73,9 @@ def calibrate_nuclei(
 ) -> NucleiCalibration:
     """Best (foreground, seed) thresholds on up to `max_tiles` tiles spread over `split`."""
     dataset = split_dataset(shards_root, split)
-    n = dataset.count_rows()
-    if not n:
+    if not dataset.count_rows():
         raise GhistError(f"{shards_root}: the split={split} shards hold no tiles to calibrate on")
-    picked = np.unique(np.linspace(0, n - 1, min(max_tiles, n)).round().astype(np.int64))
-    rows = numpy_rows(dataset.take(picked, columns=["image_png", "mask_png"]))
+    rows = spread_rows(dataset, max_tiles, ["image_png", "mask_png"])
     images = np.stack([decode_image(p) for p in rows["image_png"]])
     truth = np.stack([decode_image(p).astype(np.int64) for p in rows["mask_png"]])
     where = f"{shards_root} split={split}"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ghist_ray.model.instances import cells_from_instances, instance_shapes
-from ghist_ray.shards import ShardMeta, decode_image, numpy_rows, split_dataset
+from ghist_ray.shards import ShardMeta, decode_image, split_dataset, spread_rows
 
 CARD_KEY = "training_nuclei"
 AREA_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -81,9 +81,7 @@ def training_distribution(shards: str, max_tiles: int = 512) -> NucleiDistributi
     every nucleus of the masks for area, shape and density, the labelled ones for the mix."""
     meta = ShardMeta.read(shards)
     dataset = split_dataset(shards, "train")
-    n = dataset.count_rows()
-    picked = np.unique(np.linspace(0, n - 1, min(n, max_tiles)).round().astype(np.int64))
-    rows = numpy_rows(dataset.take(picked, columns=["mask_png", "cell_type"]))
+    rows = spread_rows(dataset, max_tiles, ["mask_png", "cell_type"])
     masks = np.stack([decode_image(p).astype(np.int64) for p in rows["mask_png"]])
     patch, instance = (t.numpy() for t in cells_from_instances(torch.from_numpy(masks)))
     area_px, shape = instance_shapes(masks, patch, instance)

@@ -167,6 +167,16 @@ def numpy_rows(batch: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
     return rows
 
 
+def spread_rows(
+    dataset: pads.Dataset, most: int | None, columns: list[str]
+) -> dict[str, np.ndarray]:
+    """``columns`` of up to ``most`` rows spread evenly over ``dataset`` (all if None):
+    tiles from every slide of a split, not its first few."""
+    n = dataset.count_rows()
+    spread = np.linspace(0, n - 1, n if most is None else min(n, most))
+    return numpy_rows(dataset.take(np.unique(spread.round().astype(np.int64)), columns=columns))
+
+
 def iter_rows(
     dataset: pads.Dataset, columns: list[str], batch_size: int
 ) -> Iterator[dict[str, np.ndarray]]:

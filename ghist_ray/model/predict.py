@@ -61,9 +61,8 @@ def predict_patch(
 
     Nuclei come from the segmentation head, split with the thresholds of the model's card,
     unless `nuclei_masks` (B, H, W, 0 = background) are given. Runs under
-    `inference_mode`, in bf16 where `precision` says so (see `ghist_ray.model.precision`), with
-    channels-last input. A patch without nuclei
-    contributes zero rows.
+    `inference_mode` with channels-last input, in bf16 where `precision` says so
+    (`ghist_ray.model.precision`). A patch without nuclei contributes zero rows.
 
     Example:
         >>> preds = predict_patch(model, tiles_uint8_bhw3)  # doctest: +SKIP
