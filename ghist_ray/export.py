@@ -29,17 +29,12 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
+from ghist_ray.cells import CellsMeta, RunLayout, read_cells
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout, left_out_line
-from ghist_ray.slides.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -52,43 +47,6 @@ def type_colours(type_names: list[str]) -> np.ndarray:
     """(C, 3) uint8, one distinct colour per type (tab10, then tab20)."""
     cmap = colormaps["tab10" if len(type_names) <= 10 else "tab20"]
     return (np.array([cmap(i % cmap.N)[:3] for i in range(len(type_names))]) * 255).astype(np.uint8)
-
-
-def read_cells(out: str, slide_id: str) -> tuple[pd.DataFrame, CellsMeta]:
-    """A committed slide's cells (with ``slide_id``) and what its columns mean."""
-    layout = RunLayout(out)
-    if slide_id not in layout.done_slides():
-        raise GhistError(f"{out}: slide {slide_id!r} has no committed cells (not done)")
-    with layout.fs.open(layout.cells_file(slide_id), "rb") as fh:
-        table = pq.read_table(fh)
-    meta = CellsMeta.from_schema(table.schema)
-    cells = table.to_pandas()
-    cells.insert(0, "slide_id", slide_id)
-    return cells, meta
-
-
-def read_cohort(out: str) -> pd.DataFrame:
-    """Every committed slide's cells as one frame (``slide_id`` kept a string); done
-    slides that left the latest run's manifest are left out, with a warning."""
-    layout = RunLayout(out)
-    done, left = layout.current_slides()
-    if left:
-        log.warning(left_out_line(redact(out), left))
-    if not done:
-        return pd.DataFrame()
-    files = [layout.cells_file(s) for s in done]
-    partitioning = pads.partitioning(pa.schema([("slide_id", pa.string())]), flavor="hive")
-    dataset = pads.dataset(
-        files,
-        filesystem=layout.fs,
-        format="parquet",
-        partitioning=partitioning,
-        partition_base_dir=layout.path("cells"),
-    )
-    table = dataset.to_table()
-    return table.select(
-        ["slide_id", *(n for n in table.column_names if n != "slide_id")]
-    ).to_pandas()
 
 
 def to_anndata(cells: pd.DataFrame, meta: CellsMeta) -> ad.AnnData:

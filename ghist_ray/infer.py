@@ -32,7 +32,7 @@ column              type     meaning
 The file's schema metadata (``ghist_ray`` key) holds the type and gene names,
 the slide id and its µm/px. Per slide, ``<out>/slides/<id>/`` holds ``qc.png``,
 ``cells.h5ad`` and ``nuclei.geojson`` (see :mod:`ghist_ray.export`); run state
-is under ``<out>/state/`` (see :mod:`ghist_ray.inference.state`): done
+is under ``<out>/state/`` (see :mod:`ghist_ray.cells.layout`): done
 markers, ``failures.parquet`` (``slide_id, stage, error, attempt, time``),
 ``slides.parquet`` (``tiles, bad_tiles, cells, seconds, status, reasons`` per
 slide) and ``run.json``.
@@ -99,6 +99,7 @@ import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ghist_ray.cells import CellsMeta, RunLayout
 from ghist_ray.config import InferConfig, dump_config
 from ghist_ray.errors import GhistError
 from ghist_ray.inference import provenance
@@ -107,10 +108,9 @@ from ghist_ray.inference.commit import CommitRules, commit_slide, summary_row
 from ghist_ray.inference.lease import Lease, new_run_id
 from ghist_ray.inference.plan import SlideSource, Tiling, failure_text, plan_slide, slide_sources
 from ghist_ray.inference.plausibility import SUSPECT, Plausibility
-from ghist_ray.inference.postprocess import CellsMeta, owned_cells
+from ghist_ray.inference.postprocess import owned_cells
 from ghist_ray.inference.progress import Progress, start_counter
 from ghist_ray.inference.resources import ActorPools, wait_for_accelerator
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.manifest import read_manifest
 from ghist_ray.mlflow_model import resolve_model
 from ghist_ray.model import ModelConfig, read_model_card
@@ -434,7 +434,12 @@ def run_infer(
         config.plausibility, config.max_nucleus_um2, NucleiDistribution.from_card(card)
     )
     tiling = Tiling.for_model(model_config, config)
-    meta = CellsMeta(model_config.type_names, model_config.gene_names)
+    meta = CellsMeta(
+        model_config.type_names,
+        model_config.gene_names,
+        expr_scale=model_config.expr_scale,
+        model_uri=redact(model_uri),
+    )
     meta.schema()  # gene/type name clashes fail here, before any work
     layout = RunLayout(out, new_run_id())
     made = provenance.recipe(model_uri, model_dir, tiling, model.version)

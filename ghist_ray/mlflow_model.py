@@ -34,10 +34,9 @@ from mlflow.store.artifact.utils.models import get_model_name_and_version
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from ghist_ray import tracking
+from ghist_ray.cells import CellsMeta
 from ghist_ray.config import InferConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.tile_cells import tile_schema
 from ghist_ray.model import ModelConfig, read_model_card
 from ghist_ray.model.checkpoint import CARD_FILE, WEIGHTS_FILE
 from ghist_ray.slides.redact import redact, redact_text
@@ -96,9 +95,9 @@ def requirements() -> list[str]:
 
 def signature(config: ModelConfig) -> ModelSignature:
     """Tiles (B, patch_px, patch_px, 3) uint8 in; the columns of
-    :func:`~ghist_ray.inference.tile_cells.tile_schema` out."""
+    :meth:`~ghist_ray.cells.CellsMeta.tile_schema` out."""
     side = config.patch_px
-    columns = tile_schema(CellsMeta(config.type_names, config.gene_names))
+    columns = CellsMeta(config.type_names, config.gene_names).tile_schema()
     default = InferConfig().min_nucleus_um2
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, side, side, 3))]),

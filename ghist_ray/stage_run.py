@@ -127,7 +127,7 @@ def model_links(model_uri: str, stores: list[str]) -> dict[str, str]:
 
 def inference_links(cells_uri: str, tracking_uri: str) -> dict[str, str]:
     """Tags tying an analysis to the inference run and model that made its cells."""
-    from ghist_ray.inference.state import RunLayout
+    from ghist_ray.cells import RunLayout
 
     layout = RunLayout(cells_uri)
     path = layout.path("state", "run.json")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.evaluate import SPLIT_FILE
 from ghist_ray.inference.plausibility import SUSPECT
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.slides.redact import redact
 
 STYLE = """

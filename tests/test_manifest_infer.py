@@ -17,8 +17,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.cli import app
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.manifest import read_manifest
 from ghist_ray.model import GhistNet, ModelConfig, save_model
 from tests.infer.conftest import TEST_CONFIG

@@ -9,10 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ghist_ray.cells import CellsMeta, RunLayout, read_cohort
 from ghist_ray.errors import GhistError
-from ghist_ray.export import read_cohort
-from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.manifest import check_slide_id, read_manifest
 from tests.cohort.cells import write_slide
 

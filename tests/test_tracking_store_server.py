@@ -16,7 +16,7 @@ import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.cells import RunLayout
 from tests.infer.conftest import TEST_CONFIG
 from tests.manifest_slides import he_pixels
 from tests.mlflow_server import PASSWORD, USER, auth_server

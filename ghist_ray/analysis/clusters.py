@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import cdist
 
-from ghist_ray.analysis.cells import CellsRun
+from ghist_ray.cells import CellsRun
 from ghist_ray.config import ClusterConfig
 
 Progress = Callable[[str], None]

@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
-from ghist_ray.analysis.cells import CellsRun, patients, pool_patients
 from ghist_ray.analysis.clusters import assign_slide, fit_clusters, markers, sample_cells
+from ghist_ray.analysis.patients import patients, pool_patients
 from ghist_ray.analysis.plots import plot_enrichment, plot_spot_maps, plot_umap
 from ghist_ray.analysis.spatial import moran_features, slide_features, slide_statistics
 from ghist_ray.analysis.spots import SPOT_COLUMNS, evaluate_slide, slide_spots
+from ghist_ray.cells import CellsRun, slide_key
 from ghist_ray.config import ClusterConfig, SpatialConfig, SpotsConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.state import slide_key
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import stage_run
 

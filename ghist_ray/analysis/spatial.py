@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from ghist_ray.analysis.cells import CellsRun
+from ghist_ray.cells import CellsRun
 from ghist_ray.config import SpatialConfig
 from ghist_ray.errors import GhistError
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ghist_ray.analysis.cells import CellsRun
+from ghist_ray.cells import CellsRun
 from ghist_ray.config import SpotsConfig
 from ghist_ray.metrics import gene_pcc, map_ssim
 

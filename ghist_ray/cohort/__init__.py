@@ -18,7 +18,7 @@ PH test; tidy tables), ``plots`` (pictures from those tables), ``run`` (the
 paired resampling and ``verdict`` for differences and winners).
 """
 
-from ghist_ray.cohort.clinical import LAYOUTS, ClinicalTable, read_clinical, slide_patients
+from ghist_ray.cohort.clinical import LAYOUTS, ClinicalTable, read_clinical
 from ghist_ray.cohort.compare import compare_models
 from ghist_ray.cohort.features import CellStats, cohort_stats, select_features
 from ghist_ray.cohort.run import SurvivalReport, join_cohort, run_survival
@@ -31,6 +31,7 @@ from ghist_ray.cohort.survival import (
     kaplan_meier,
 )
 from ghist_ray.cohort.tables import FeatureTable, read_feature_table
+from ghist_ray.manifest.patients import slide_patients
 
 __all__ = [
     "LAYOUTS",

@@ -33,9 +33,8 @@ Slides join patients by the TCGA barcode in the slide id
 
 from __future__ import annotations
 
-import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,9 +43,9 @@ import pandas as pd
 from ghist_ray import uri as uris
 from ghist_ray.config import ClinicalColumns
 from ghist_ray.errors import GhistError
+from ghist_ray.manifest.patients import slide_key
 
 Warn = Callable[[str], None]
-SLIDE_SUFFIXES = (".svs", ".tiff", ".tif", ".ndpi", ".mrxs", ".scn", ".vsi", ".bif", ".qptiff")
 EVENT_WORDS = {
     "dead": 1.0,
     "deceased": 1.0,
@@ -286,35 +285,6 @@ def read_clinical(
         pairs = pd.DataFrame({"slide": table[layout.slide], "patient": patient}).dropna()
         slides = {slide_key(s): p for s, p in zip(pairs["slide"], pairs["patient"], strict=True)}
     return ClinicalTable(patients, source, layout_name, layout.time_unit, slides, dropped)
-
-
-def slide_key(slide_id: str) -> str:
-    """A slide id or file name, compared case-blind without folder or extension."""
-    name = posixpath.basename(str(slide_id).strip().replace("\\", "/"))
-    lower = name.lower()
-    for suffix in SLIDE_SUFFIXES:
-        if lower.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return name.upper()
-
-
-def slide_patients(
-    slide_ids: Iterable[str], pattern: str, known: Mapping[str, str] | None = None
-) -> pd.Series:
-    """Patient of each slide: ``known`` (slide key → patient) first, then group 1 of
-    ``pattern`` on the slide id; NaN where neither says."""
-    regex = re.compile(pattern)
-    known = known or {}
-    found = {}
-    for slide_id in slide_ids:
-        key = slide_key(slide_id)
-        if key in known:
-            found[slide_id] = known[key]
-            continue
-        match = regex.match(posixpath.basename(str(slide_id)))
-        found[slide_id] = match.group(1).upper() if match else np.nan
-    return pd.Series(found, name="patient_id", dtype=object).rename_axis("slide_id")
 
 
 def encode_covariates(patients: pd.DataFrame, names: list[str], source: str) -> pd.DataFrame:

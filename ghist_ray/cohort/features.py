@@ -38,16 +38,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 from scipy.spatial import cKDTree
 
+from ghist_ray.cells import CellsMeta, CellsRun
 from ghist_ray.config import SurvivalConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout, left_out_line
-from ghist_ray.slides.redact import redact
 
 Progress = Callable[[str], None]
 SPATIAL_COUNTS = (
@@ -169,31 +164,17 @@ def spatial_counts(
     return out
 
 
-def _type_codes(column: pa.ChunkedArray | pa.Array, meta: CellsMeta, where: str) -> np.ndarray:
-    codes = pc.index_in(column, value_set=pa.array(meta.type_names))
-    if codes.null_count:
-        bad = pc.unique(pc.filter(column, pc.is_null(codes))).to_pylist()[:3]
-        raise GhistError(f"{where}: cell types {bad} are not among {meta.type_names}")
-    return codes.to_numpy(zero_copy_only=False)
-
-
 def slide_stats(
-    layout: RunLayout, slide_id: str, config: SurvivalConfig
-) -> tuple[CellsMeta, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stream one slide's cells: (meta, counts (T,), area (T,), expr (T, G), spatial (6,))."""
-    where = f"{layout.out}: slide {slide_id!r}"
-    dataset = pads.dataset(layout.cells_file(slide_id), filesystem=layout.fs, format="parquet")
-    meta = CellsMeta.from_schema(dataset.schema)
+    run: CellsRun, slide_id: str, config: SurvivalConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stream one slide's cells: counts (T,), area (T,), expr (T, G), spatial (6,)."""
+    meta = run.meta
     n_types, n_genes = len(meta.type_names), len(meta.gene_names)
     counts, area = np.zeros(n_types), np.zeros(n_types)
     expr = np.zeros((n_types, n_genes))
-    scanner = dataset.scanner(
-        columns=["cell_type", "area_um2", *meta.gene_names], batch_size=config.batch_rows
-    )
-    for batch in scanner.to_batches():
-        if not batch.num_rows:
-            continue
-        codes = _type_codes(batch.column(0), meta, where)
+    columns = ["cell_type", "area_um2", *meta.gene_names]
+    for batch in run.arrow_batches(slide_id, columns, config.batch_rows):
+        codes = run.type_codes(batch.column(0), slide_id)
         onehot = np.zeros((len(codes), n_types))
         onehot[np.arange(len(codes)), codes] = 1.0
         counts += onehot.sum(0)
@@ -206,53 +187,33 @@ def slide_stats(
             else np.zeros((len(codes), 0))
         )
         expr += onehot.T @ values.astype(np.float64)
-    place = dataset.to_table(columns=["x_um", "y_um", "cell_type"])
+    place = run.table(slide_id, ["x_um", "y_um", "cell_type"])
     xy = np.column_stack([place.column(c).to_numpy().astype(np.float64) for c in ("x_um", "y_um")])
     spatial = spatial_counts(
         xy,
-        _type_codes(place.column("cell_type"), meta, where),
+        run.type_codes(place.column("cell_type"), slide_id),
         _indices(meta.type_names, config.tumour_types),
         _indices(meta.type_names, config.immune_types),
         config.radius_um,
     )
-    return meta, counts, area, expr, spatial
+    return counts, area, expr, spatial
 
 
 def cohort_stats(cells_uri: str, config: SurvivalConfig, progress: Progress = print) -> CellStats:
     """Per-slide sums and counts of every done slide of an inference output root."""
-    layout = RunLayout(cells_uri)
-    done, left = layout.current_slides()
-    if left:
-        progress(left_out_line(redact(cells_uri), left))
-    if not done:
-        raise GhistError(f"{cells_uri}: no done slides (no state/done/<slide>.json markers)")
-    first: CellsMeta | None = None
+    run = CellsRun(cells_uri, progress)
+    _check_types(run.meta, config, progress)
     rows = []
-    for k, slide_id in enumerate(done, 1):
-        try:
-            meta, *stats = slide_stats(layout, slide_id, config)
-        except (FileNotFoundError, pa.ArrowInvalid) as exc:
-            raise GhistError(
-                f"{cells_uri}: slide {slide_id!r} is marked done but its cells are unreadable "
-                f"({exc.__class__.__name__})"
-            ) from None
-        if first is None:
-            first = meta
-            _check_types(meta, config, progress)
-        elif (meta.type_names, meta.gene_names) != (first.type_names, first.gene_names):
-            raise GhistError(
-                f"{cells_uri}: slide {slide_id!r} has other cell types or genes than "
-                f"{done[0]!r} (made by another model?)"
-            )
-        rows.append(stats)
+    for k, slide_id in enumerate(run.slides, 1):
+        run.slide_meta(slide_id)  # one panel across the cohort
+        rows.append(slide_stats(run, slide_id, config))
         if k % 100 == 0:
-            progress(f"features: {k}/{len(done)} slides")
-    assert first is not None
+            progress(f"features: {k}/{len(run.slides)} slides")
     counts, area, expr, spatial = (np.stack(part) for part in zip(*rows, strict=True))
     return CellStats(
-        pd.Index(done, name="slide_id"),
-        list(first.type_names),
-        list(first.gene_names),
+        pd.Index(run.slides, name="slide_id"),
+        list(run.meta.type_names),
+        list(run.meta.gene_names),
         counts,
         area,
         expr,

@@ -59,7 +59,6 @@ from ghist_ray.cohort.clinical import (
     ClinicalTable,
     encode_covariates,
     read_clinical,
-    slide_patients,
 )
 from ghist_ray.cohort.features import CellStats, cohort_stats, select_features
 from ghist_ray.cohort.plots import plot_forest, plot_km
@@ -73,6 +72,7 @@ from ghist_ray.cohort.survival import (
 from ghist_ray.cohort.tables import FeatureTable, read_feature_table
 from ghist_ray.config import SurvivalConfig
 from ghist_ray.errors import GhistError
+from ghist_ray.manifest.patients import slide_patients
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import stage_run
 
@@ -115,8 +115,8 @@ def manifest_patients(manifest_uri: str | None) -> dict[str, str]:
     """Slide key → patient id from a manifest's ``patient_id`` column."""
     if manifest_uri is None:
         return {}
-    from ghist_ray.cohort.clinical import slide_key
     from ghist_ray.manifest import read_manifest
+    from ghist_ray.manifest.patients import slide_key
 
     manifest = read_manifest(manifest_uri).dropna(subset=["patient_id"])
     return {

@@ -9,7 +9,7 @@ CSV, TSV or Parquet, local or s3://, one row per patient or per slide:
 * a slide's patient is the table's own ``patient_id`` where it has one, else the
   manifest, the clinical table's slide column or the TCGA barcode, as for
   predicted cells; a patient's slides pool as the analyses pool theirs
-  (:func:`ghist_ray.analysis.cells.pool_patients`): each feature the mean of the
+  (:func:`ghist_ray.analysis.patients.pool_patients`): each feature the mean of the
   slides' finite values, weighted by ``n_cells`` when the table has it (so
   proportions and per-cell means come out over all the patient's cells), and
   ``n_cells`` itself summed;
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from ghist_ray import uri as uris
-from ghist_ray.cohort.clinical import slide_key, slide_patients
 from ghist_ray.errors import GhistError
+from ghist_ray.manifest.patients import slide_key, slide_patients
 
 SLIDE, PATIENT, WEIGHT = "slide_id", "patient_id", "n_cells"
 FLAGS = {"true": 1.0, "false": 0.0}  # a CSV's True/False, as Parquet's booleans read
@@ -65,7 +65,7 @@ class FeatureTable:
         ``n_slides``."""
         if not self.per_slide:
             return self.values.rename_axis(PATIENT)
-        from ghist_ray.analysis.cells import pool_patients
+        from ghist_ray.analysis.patients import pool_patients
 
         patient_of = self.slide_patients(pattern, known)
         has_weight = WEIGHT in self.values.columns

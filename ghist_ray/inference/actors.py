@@ -19,10 +19,10 @@ import numpy as np
 import ray
 import torch
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.config import Precision
 from ghist_ray.inference.plan import Tiling, failure_text, source_of, stains_of
 from ghist_ray.inference.postprocess import TILE_COLUMNS, per_cell
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import CellPredictions, load_model, predict_patch
 from ghist_ray.slides import Slide
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,17 +26,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from ghist_ray.cells import CellsMeta, RunLayout
 from ghist_ray.export import qc_image, write_anndata, write_geojson
 from ghist_ray.inference.plan import PLAN_FILE, THUMB_FILE, failure_text
 from ghist_ray.inference.plausibility import SUSPECT, Plausibility
 from ghist_ray.inference.postprocess import (
     STAGING_SHAPE,
-    CellsMeta,
     drop_large,
     merge_overlaps,
     on_tissue,
+    staging_schema,
 )
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.slides.tissue import TissueMask
 
 MAX_LISTED_BAD = 100  # bad tiles named in a done marker
@@ -75,7 +75,7 @@ def staged_cells(layout: RunLayout, attempt: int, slide_id: str, meta: CellsMeta
     """The slide's fragments written by the pipeline attempt (staging schema, with
     ``cut``), de-duplicated and sorted by ``cell_id``."""
     folder = layout.wave_cells(attempt)
-    schema = meta.staging_schema()
+    schema = staging_schema(meta)
     layout.fs.invalidate_cache(folder)
     if not layout.fs.exists(folder):
         return schema.empty_table()
@@ -132,9 +132,7 @@ def commit_slide(
             return summary_row(
                 slide_id, "failed", stage=stage, error=error, seconds=seconds, **counts
             )
-        slide_meta = CellsMeta(
-            meta.type_names, meta.gene_names, slide_id=slide_id, slide_mpp=plan["slide_mpp"]
-        )
+        slide_meta = replace(meta, slide_id=slide_id, slide_mpp=plan["slide_mpp"])
         thumb = _thumbnail(layout, slide_id)
         downsample = float(thumb["mask_downsample"])
         tissue = TissueMask(thumb["mask"], plan["slide_mpp"] * downsample, downsample)

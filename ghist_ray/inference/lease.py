@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.state import RunLayout
 
 SETTLE_S = 0.5  # wait between writing a lease and reading it back
 

@@ -12,15 +12,16 @@ from collections.abc import Collection
 import numpy as np
 import pyarrow as pa
 
+from ghist_ray.cells import CellsMeta
 from ghist_ray.config import Precision
 from ghist_ray.inference.plan import SlideSource, Tiling, tile_rows
 from ghist_ray.inference.postprocess import (
     STAGING_SHAPE,
-    CellsMeta,
     merge_overlaps,
     on_tissue,
     owned_cells,
     per_cell,
+    staging_schema,
 )
 from ghist_ray.model import GhistNet, predict_patch
 
@@ -38,7 +39,7 @@ def naive_slide_cells(
     batch, keep the owned cells on tissue, merge overlaps; the cells table sorted
     by ``cell_id``."""
     meta = CellsMeta(model.config.type_names, model.config.gene_names)
-    tables = [meta.staging_schema().empty_table()]
+    tables = [staging_schema(meta).empty_table()]
     with tiling.open(source) as slide:
         grid, tissue = tiling.grid(slide)
         stains = tiling.slide_stains(slide, grid)

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import ray
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.config import InferConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import ModelConfig, min_nucleus_px
 from ghist_ray.slides import (
     Slide,

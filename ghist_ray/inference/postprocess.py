@@ -23,25 +23,20 @@ can be removed by id and two runs can be compared row by row.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from ghist_ray.errors import GhistError
+from ghist_ray.cells import CellsMeta
 from ghist_ray.model import CellPredictions
 from ghist_ray.model.instances import instance_shapes
 from ghist_ray.slides import TileGrid, owns
 from ghist_ray.slides.tissue import TissueMask
 
 CELL_ID_TILE = 1_000_000  # more than the nuclei a patch can hold
-META_KEY = b"ghist_ray"
 STAGING_SHAPE = pa.field("eccentricity", pa.float32())  # staged, dropped at commit
-FIXED = ("slide_id", "cell_id", "x_um", "y_um", "area_um2", "cell_type")
 # Per-tile columns every stage carries along: where the tile is and how it was cut.
 TILE_COLUMNS = (
     "slide_id",
@@ -59,47 +54,6 @@ TILE_COLUMNS = (
     "patch_px",
     "slide_mpp",
 )
-
-
-@dataclass(frozen=True)
-class CellsMeta:
-    """What the cells table's columns mean; stored in every Parquet file's schema."""
-
-    type_names: list[str]
-    gene_names: list[str]
-    slide_id: str | None = None  # set in a committed slide's file
-    slide_mpp: float | None = None  # level-0 µm/px of that slide
-
-    def columns(self) -> list[str]:
-        return [
-            *FIXED,
-            *(f"p_{t}" for t in self.type_names),
-            *(f"nbhd_{t}" for t in self.type_names),
-            *self.gene_names,
-        ]
-
-    def schema(self) -> pa.Schema:
-        """``slide_id, cell_id, x_um, y_um, area_um2, cell_type, p_<type>…,
-        nbhd_<type>…, <gene>…``; every number but ``cell_id`` is float32."""
-        names = self.columns()
-        clash = sorted({n for n in names if names.count(n) > 1})
-        if clash:
-            raise GhistError(f"model gene/type names collide in the cells table: {clash[:5]}")
-        types = {"slide_id": pa.string(), "cell_id": pa.int64(), "cell_type": pa.string()}
-        fields = [(n, types.get(n, pa.float32())) for n in names]
-        return pa.schema(fields, metadata={META_KEY: json.dumps(asdict(self)).encode()})
-
-    def staging_schema(self) -> pa.Schema:
-        """The schema plus ``cut`` and ``eccentricity`` (for the plausibility check), as
-        the pipeline writes it before commit."""
-        return self.schema().append(pa.field("cut", pa.bool_())).append(STAGING_SHAPE)
-
-    @classmethod
-    def from_schema(cls, schema: pa.Schema) -> CellsMeta:
-        found = (schema.metadata or {}).get(META_KEY)
-        if found is None:
-            raise GhistError("not a ghist_ray cells table (no ghist_ray schema metadata)")
-        return cls(**json.loads(found))
 
 
 def _cut(rows: dict[str, np.ndarray], preds: CellPredictions) -> np.ndarray:
@@ -157,11 +111,17 @@ def _one_tile(rows: dict[str, np.ndarray], i: int) -> TileGrid:
     )
 
 
+def staging_schema(meta: CellsMeta) -> pa.Schema:
+    """The cells schema plus ``cut`` and ``eccentricity`` (for the plausibility
+    check), as the pipeline stages it before commit."""
+    return meta.schema().append(pa.field("cut", pa.bool_())).append(STAGING_SHAPE)
+
+
 def owned_cells(rows: dict[str, np.ndarray], meta: CellsMeta) -> pa.Table:
     """Rows from :func:`per_cell` → the staged cells table (the cells table and
     ``cut``), keeping each nucleus only in the tile that owns its centroid;
     coordinates in level-0 µm."""
-    schema = meta.staging_schema()
+    schema = staging_schema(meta)
     n = len(rows["instance"])
     if n == 0:
         return schema.empty_table()

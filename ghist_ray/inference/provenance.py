@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ghist_ray import uri as uris
+from ghist_ray.cells import RunLayout
 from ghist_ray.inference.plan import SlideSource, Tiling
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.slides.redact import redact
 
 STAT_THREADS = 16  # slide stats are one HEAD request each on S3

@@ -16,19 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ghist_ray.inference.postprocess import CellsMeta, owned_cells, per_cell
+from ghist_ray.cells import TILE, CellsMeta
+from ghist_ray.inference.postprocess import owned_cells, per_cell
 from ghist_ray.model import GhistNet, predict_patch
-
-TILE = "tile"
-
-
-def tile_schema(meta: CellsMeta) -> pa.Schema:
-    """``tile, cell_id, x_px, y_px, x_um, y_um, area_um2, cell_type, p_<type>…,
-    nbhd_<type>…, <gene>…``: the cells table's columns, ``slide_id`` replaced."""
-    cells = meta.schema()
-    pixels = [pa.field(name, pa.float32()) for name in ("x_px", "y_px")]
-    rest = [f for f in cells if f.name not in ("slide_id", "cell_id")]
-    return pa.schema([pa.field(TILE, pa.int64()), cells.field("cell_id"), *pixels, *rest])
 
 
 def _one_tile_slides(n: int, height: int, width: int, mpp: float) -> dict[str, np.ndarray]:
@@ -54,7 +44,8 @@ def _one_tile_slides(n: int, height: int, width: int, mpp: float) -> dict[str, n
 
 def tile_cells(model: GhistNet, tiles: np.ndarray, min_area_px: int) -> pd.DataFrame:
     """One row per nucleus of ``tiles`` (B, H, W, 3), RGB at the model's µm/px, in
-    the columns of :func:`tile_schema`; nuclei under ``min_area_px`` are dropped.
+    the columns of :meth:`~ghist_ray.cells.CellsMeta.tile_schema`; nuclei under
+    ``min_area_px`` are dropped.
 
     Example:
         >>> cells = tile_cells(load_model("model"), tiles, min_area_px=64)  # doctest: +SKIP
@@ -64,7 +55,7 @@ def tile_cells(model: GhistNet, tiles: np.ndarray, min_area_px: int) -> pd.DataF
     n, height, width = preds.instances.shape
     whole = _one_tile_slides(n, height, width, model.config.mpp)
     table = owned_cells(per_cell(whole, preds), meta)  # every nucleus, in order
-    schema = tile_schema(meta)
+    schema = meta.tile_schema()
     for name, values in (
         (TILE, preds.patch),
         ("x_px", preds.centroid_x + 0.5),

@@ -77,7 +77,7 @@ def _usable(candidates: list[Candidate]) -> tuple[list[Candidate], list[tuple[st
 def _patients(kept: list[Candidate], pattern: str) -> tuple[list[str], int]:
     """Each slide's patient: the source's, else group 1 of ``pattern`` on the slide id
     (the TCGA barcode by default), else the slide itself; and how many fell back."""
-    from ghist_ray.cohort.clinical import slide_patients
+    from ghist_ray.manifest.patients import slide_patients
 
     if re.compile(pattern).groups < 1:
         raise GhistError(f"patient regex {pattern!r} has no group: put the patient in (…)")

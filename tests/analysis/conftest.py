@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.cells import CellsMeta, RunLayout
 from ghist_ray.synth.calibration import load_calibration
 from ghist_ray.synth.expression import simulate_counts
 from ghist_ray.synth.layout import TYPE_NAMES, SlideParams, generate_layout

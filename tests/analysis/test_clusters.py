@@ -13,9 +13,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from ghist_ray import tracking
 from ghist_ray.analysis import AnalysisReport, run_cluster
+from ghist_ray.cells import slide_key
 from ghist_ray.cohort.features import select_features
 from ghist_ray.config import ClusterConfig, SurvivalConfig
-from ghist_ray.inference.state import slide_key
 from tests.cohort.cells import SynthCells
 
 CONFIG = ClusterConfig(sample_cells=2400, resolution=0.3, seed=0)

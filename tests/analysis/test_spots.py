@@ -12,9 +12,9 @@ import pytest
 
 from ghist_ray.analysis import run_spots
 from ghist_ray.analysis.spots import SpotGrid
+from ghist_ray.cells import RunLayout, slide_key
 from ghist_ray.config import SpotsConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.state import RunLayout, slide_key
 from tests.analysis.conftest import noisy_copy
 from tests.cohort.cells import SynthCells
 

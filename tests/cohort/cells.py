@@ -25,8 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.cells import CellsMeta, RunLayout
 from ghist_ray.synth.calibration import load_calibration
 from ghist_ray.synth.clinical import clinical_table, plan_cohort
 from ghist_ray.synth.expression import (

@@ -12,11 +12,10 @@ import pytest
 from ghist_ray.cohort.clinical import (
     encode_covariates,
     read_clinical,
-    slide_key,
-    slide_patients,
 )
 from ghist_ray.config import ClinicalColumns, SurvivalConfig
 from ghist_ray.errors import GhistError
+from ghist_ray.manifest.patients import slide_key, slide_patients
 from tests.conftest import SHARED_DATA
 
 GDC = SHARED_DATA / "clinical" / "gdc_clinical_export_example.csv"

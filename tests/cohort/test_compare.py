@@ -23,13 +23,13 @@ from lifelines.utils import concordance_index
 from typer.testing import CliRunner
 
 from ghist_ray import tracking
+from ghist_ray.cells import RunLayout
 from ghist_ray.cli import app
 from ghist_ray.cohort import bootstrap, compare_models
 from ghist_ray.cohort.compare import Comparison
 from ghist_ray.cohort.run import run_survival
 from ghist_ray.config import InferConfig, PipelineConfig, SurvivalConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.mlflow_model import log_model
 from ghist_ray.model import GhistNet, ModelConfig, save_model
 from ghist_ray.shards import ShardMeta, split_dataset

@@ -9,12 +9,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ghist_ray.cohort.clinical import slide_patients
+from ghist_ray.cells import CellsMeta, RunLayout
 from ghist_ray.cohort.features import cohort_stats, select_features
 from ghist_ray.config import SurvivalConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.manifest.patients import slide_patients
 from tests.cohort.cells import write_slide
 
 TYPES = ["Malignant", "T", "Fibroblast", "Endothelial"]  # no Endothelial cell anywhere

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ghist_ray import tracking
+from ghist_ray.cells import CellsMeta, RunLayout
 from ghist_ray.cli import app
 from ghist_ray.cohort import SurvivalReport
 from ghist_ray.cohort.clinical import read_clinical
@@ -20,8 +21,6 @@ from ghist_ray.cohort.features import cohort_stats
 from ghist_ray.cohort.run import join_cohort
 from ghist_ray.config import SurvivalConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.postprocess import CellsMeta
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.synth.layout import TYPE_NAMES
 from tests.cohort.cells import SynthCells, write_slide
 from tests.cohort.conftest import PLANTED, Store

@@ -11,8 +11,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import sync_playwright
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.config import PipelineConfig
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.mlflow_model import use_store
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.config import PipelineConfig
-from ghist_ray.inference.state import RunLayout
 from tests.demo.conftest import REPO
 
 RAY = REPO / ".venv" / "bin" / "ray"

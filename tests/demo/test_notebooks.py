@@ -11,8 +11,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from ghist_ray.cells import read_cells
 from ghist_ray.config import PipelineConfig
-from ghist_ray.export import read_cells
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 

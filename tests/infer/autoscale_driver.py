@@ -39,9 +39,9 @@ import ray
 from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 from ray.cluster_utils import Cluster
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.errors import GhistError
 from ghist_ray.infer import run_infer
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.runtime import ensure_ray
 from tests.infer.conftest import TEST_CONFIG
 

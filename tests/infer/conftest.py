@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ghist_ray.cells import read_cohort
 from ghist_ray.config import InferConfig
-from ghist_ray.export import read_cohort
 from ghist_ray.infer import InferSummary, run_infer
 from ghist_ray.slides import open_slide
 from tests.slides.tiffs import write_tiff

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.config import InferConfig
 from ghist_ray.inference.actors import CellPredictor, TileReader
 from ghist_ray.inference.plan import SlideSource, Tiling, tile_rows
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import GhistNet, ModelConfig, save_model
 from ghist_ray.slides import tile_grid
 from tests.slides.tiffs import noise_image, write_tiff

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ghist_ray.cells import CellsMeta
 from ghist_ray.errors import GhistError
 from ghist_ray.export import qc_image, to_anndata, type_colours, write_anndata, write_geojson
-from ghist_ray.inference.postprocess import CellsMeta
 
 META = CellsMeta(["Tumour", "Immune"], ["EPCAM", "PTPRC"], slide_id="s1", slide_mpp=0.5)
 

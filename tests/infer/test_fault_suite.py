@@ -27,11 +27,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from ghist_ray.export import read_cohort
+from ghist_ray.cells import RunLayout, read_cohort
 from ghist_ray.infer import run_infer
 from ghist_ray.inference.naive import naive_slide_cells
 from ghist_ray.inference.plan import SlideSource, Tiling
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import load_model
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort, ReferenceRun
 from tests.infer.test_faults import REPO, _driver, assert_same_cells, driver_summary

@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ghist_ray.export import read_cohort
+from ghist_ray.cells import RunLayout, read_cohort
 from ghist_ray.infer import run_infer
-from ghist_ray.inference.state import RunLayout
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort, ReferenceRun
 from tests.infer.driver import SUMMARY
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.errors import GhistError
 from ghist_ray.infer import run_infer
 from ghist_ray.inference.lease import Lease
-from ghist_ray.inference.state import RunLayout
 from tests.infer.conftest import TEST_CONFIG, InferCohort
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ import pytest
 from scipy.spatial import cKDTree
 
 from ghist_ray import tracking
-from ghist_ray.export import export_slide, read_cells
+from ghist_ray.cells import RunLayout, read_cells
+from ghist_ray.export import export_slide
 from ghist_ray.infer import run_infer
 from ghist_ray.inference.naive import naive_slide_cells
 from ghist_ray.inference.plan import SlideSource, Tiling
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import load_model
 from tests.infer.conftest import BAD, GOOD, TEST_CONFIG, InferCohort, ReferenceRun
 

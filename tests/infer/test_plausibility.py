@@ -15,13 +15,13 @@ from skimage.draw import ellipse
 from skimage.measure import regionprops
 from typer.testing import CliRunner
 
+from ghist_ray.cells import CellsMeta, RunLayout
 from ghist_ray.cli import app
 from ghist_ray.config import PlausibilityConfig
 from ghist_ray.infer import InferSummary, progress_edges
 from ghist_ray.inference.commit import summary_row
 from ghist_ray.inference.plausibility import SUSPECT, Plausibility
-from ghist_ray.inference.postprocess import CellsMeta, drop_large
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.inference.postprocess import drop_large, staging_schema
 from ghist_ray.model import load_model, read_model_card, save_model
 from ghist_ray.model.checkpoint import update_card
 from ghist_ray.model.instances import instance_shapes
@@ -49,7 +49,7 @@ TRAINING = NucleiDistribution(
 
 def _staged(area: list[float], cut: list[bool], types: list[str], ecc: float = 0.7) -> pa.Table:
     n = len(area)
-    rows = {name: np.zeros(n) for name in META.staging_schema().names}
+    rows = {name: np.zeros(n) for name in staging_schema(META).names}
     rows.update(
         slide_id=["s"] * n,
         cell_id=np.arange(n),
@@ -58,7 +58,7 @@ def _staged(area: list[float], cut: list[bool], types: list[str], ecc: float = 0
         cut=cut,
         eccentricity=np.full(n, ecc),
     )
-    return pa.Table.from_pydict(rows, schema=META.staging_schema())
+    return pa.Table.from_pydict(rows, schema=staging_schema(META))
 
 
 def _tissue(mm2: float) -> TissueMask:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ghist_ray.cells import RunLayout
 from ghist_ray.errors import GhistError
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.manifest import read_manifest
 from tests.infer.conftest import GOOD, InferCohort, ReferenceRun
 from tests.infer.test_faults import REPO, _driver, assert_same_cells, driver_summary

@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ghist_ray.cells import CellsMeta
 from ghist_ray.errors import GhistError
 from ghist_ray.inference.postprocess import (
     CELL_ID_TILE,
-    CellsMeta,
     merge_overlaps,
     owned_cells,
     per_cell,

@@ -10,15 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from ghist_ray.analysis.cells import CellsRun
+from ghist_ray.cells import CellsRun, RunLayout, read_cohort
 from ghist_ray.cohort.features import cohort_stats
 from ghist_ray.config import InferConfig, SurvivalConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.export import read_cohort
 from ghist_ray.infer import run_infer
 from ghist_ray.inference import provenance
 from ghist_ray.inference.plan import SlideSource, Tiling
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import ModelConfig, read_model_card
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort, ReferenceRun
 

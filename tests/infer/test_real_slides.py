@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from ghist_ray.export import read_cells
+from ghist_ray.cells import RunLayout, read_cells
 from ghist_ray.infer import run_infer
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.slides import detect_tissue, open_slide
 from tests.conftest import SHARED_DATA
 from tests.infer.conftest import TEST_CONFIG

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ghist_ray import tracking
+from ghist_ray.cells import RunLayout
 from ghist_ray.errors import GhistError
 from ghist_ray.infer import run_infer
-from ghist_ray.inference.state import RunLayout
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort
 from tests.registry_store import registered_store
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.cells import RunLayout
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort, ReferenceRun
 from tests.infer.test_faults import REPO, assert_same_cells
 

@@ -22,10 +22,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from ghist_ray.export import read_cohort
+from ghist_ray.cells import RunLayout, read_cohort
 from ghist_ray.inference.naive import naive_slide_cells
 from ghist_ray.inference.plan import SlideSource, Tiling
-from ghist_ray.inference.state import RunLayout
 from ghist_ray.model import load_model
 from tests.infer.conftest import GOOD, TEST_CONFIG, InferCohort
 from tests.infer.test_fault_suite import FlakyS3, _pixels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ghist_ray.inference.state import RunLayout
+from ghist_ray.cells import RunLayout
 
 
 def test_done_markers_survive_odd_slide_ids(tmp_path: Path) -> None:
