@@ -530,6 +530,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Pi
             raise GhistError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
         if not isinstance(tree, dict):
             raise GhistError(f"{path}: expected a mapping of sections at the top level")
+    return _validated(tree, overrides, source)
+
+
+def override(config: PipelineConfig, overrides: list[str]) -> PipelineConfig:
+    """``config`` with ``a.b=c`` overrides on top, validated (the Python API's
+    counterpart of a YAML file plus ``--set``)."""
+    return _validated(config.model_dump(mode="json"), overrides, None)
+
+
+def _validated(tree: dict[str, Any], overrides: list[str], source: str | None) -> PipelineConfig:
     for dotted in overrides:
         _set_dotted(tree, dotted)
     try:

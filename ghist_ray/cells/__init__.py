@@ -13,7 +13,7 @@ the notebooks read through it.
 
 from ghist_ray.cells.layout import RunLayout, left_out_line, slide_key
 from ghist_ray.cells.read import CellsRun, read_cells, read_cohort
-from ghist_ray.cells.schema import FIXED, META_KEY, CellsMeta
+from ghist_ray.cells.schema import FIXED, META_KEY, TILE, CellsMeta
 
 __all__ = [
     "FIXED",

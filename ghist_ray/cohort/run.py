@@ -47,14 +47,17 @@ feature table is logged as params beside ``cells``: ``features_table`` (its URI)
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from ghist_ray import tracking
+from ghist_ray import uri as uris
 from ghist_ray.cohort.clinical import (
     ClinicalTable,
     encode_covariates,
@@ -63,6 +66,7 @@ from ghist_ray.cohort.clinical import (
 from ghist_ray.cohort.features import CellStats, cohort_stats, select_features
 from ghist_ray.cohort.plots import plot_forest, plot_km
 from ghist_ray.cohort.survival import (
+    CoxModel,
     CVResult,
     KMResult,
     cross_validate,
@@ -78,6 +82,7 @@ from ghist_ray.stage_run import stage_run
 
 Progress = Callable[[str], None]
 MARKER = "survival.json"
+MODEL_FILE = "cox_model.pkl"  # the fitted CoxModel (lifelines), for read_survival
 NOTHING = "survival needs --cells (an inference output root), --features (a feature table) or both"
 
 
@@ -95,6 +100,18 @@ class SurvivalReport:
     cv: CVResult
     km: KMResult
     unmatched: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class SurvivalResults:
+    """What a finished survival stage wrote, read back by :func:`read_survival`."""
+
+    table: pd.DataFrame  # per patient: features, time, event, held-out risk and group
+    model: CoxModel  # the stage's own Cox fit: ``model.fitter`` is lifelines' CoxPHFitter
+    cox: pd.DataFrame  # hazard ratios with 95% CI and p, per feature/covariate
+    cv: pd.DataFrame  # cross-validated C-index per model (rows), mean and CI
+    km_curves: pd.DataFrame  # Kaplan–Meier curves of the held-out risk groups
+    metrics: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -440,6 +457,8 @@ def _write(stage: Path, cohort: CohortTable, found: dict, time_unit: str) -> Non
     table = cohort.table.join(main.oof[["risk", "group"]])
     table.rename_axis("patient_id").reset_index().to_csv(stage / "analysis_table.csv", index=False)
     found["cox"].to_csv(stage / "cox_summary.csv", index=False)
+    with open(stage / MODEL_FILE, "wb") as fh:
+        pickle.dump(found["model"], fh)
     found["ph"].to_csv(stage / "ph_test.csv", index=False)
     pd.concat(
         [r.folds.assign(model=name) for name, r in found["cv"].items()], ignore_index=True
@@ -474,6 +493,27 @@ def _write(stage: Path, cohort: CohortTable, found: dict, time_unit: str) -> Non
         f"held-out risk groups (CV C-index {_line('cindex_cv', cindex)})",
     )
     plot_forest(found["cox"], stage / "forest.png")
+
+
+def read_survival(out: str) -> SurvivalResults:
+    """The results a survival stage wrote to ``out`` (local or a URI), its fitted
+    model included, so notebooks use the stage's fit rather than refitting."""
+    fs, root = uris.filesystem(out)
+    if not fs.exists(f"{root}/{MODEL_FILE}"):
+        raise GhistError(f"{redact(out)}: no finished survival run here ({MODEL_FILE} missing)")
+
+    def read(name: str, parse: Callable[[Any], Any]) -> Any:
+        with fs.open(f"{root}/{name}", "rb") as fh:
+            return parse(fh)
+
+    return SurvivalResults(
+        table=read("analysis_table.csv", pd.read_csv).set_index("patient_id"),
+        model=read(MODEL_FILE, pickle.load),
+        cox=read("cox_summary.csv", pd.read_csv),
+        cv=pd.DataFrame(read("cv_cindex.json", json.load)).T,
+        km_curves=read("km_curves.csv", pd.read_csv),
+        metrics=read("metrics.json", json.load),
+    )
 
 
 def run_survival(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+import ghist_ray
 from ghist_ray.cells import read_cells
 from ghist_ray.config import PipelineConfig
 
@@ -57,6 +59,29 @@ def test_survival_notebook_reproduces_the_stage(
     metrics = json.loads((Path(config.out) / "survival" / "metrics.json").read_text())
     assert f"apparent C-index: {round(metrics['cindex_train'], 3)}" in text
     assert pictures == 1  # the Kaplan–Meier curves
+
+
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "cohort_survival.ipynb"])
+def test_notebooks_use_only_the_top_level_api(name: str) -> None:
+    """``import ghist_ray as gr`` and ``gr.<name>`` of its public names, nothing deeper."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    tree = ast.parse("\n".join(c.source for c in nb.cells if c.cell_type == "code"))
+    imported = [
+        alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    ours = [n for n in imported if n.split(".")[0] == "ghist_ray"]
+    assert ours == ["ghist_ray"], f"{name} imports {ours}"
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "gr"
+    }
+    assert used and used <= set(ghist_ray.__all__), (
+        f"{name} uses gr.{used - set(ghist_ray.__all__)}"
+    )
 
 
 def test_notebooks_say_where_the_demo_is_missing(
