@@ -516,19 +516,18 @@ def read_cells(
         ``obsm["spatial"]``, the H&E under ``uns["spatial"]``) instead of pandas.
     """
     from ghist_ray import cells as contract
-    from ghist_ray.export import to_anndata
+    from ghist_ray.export import slide_anndata
 
     out = os.fspath(out)
     if slide_id is not None:
-        found, meta = contract.read_cells(out, slide_id)
-        return to_anndata(found, meta) if as_anndata else found
+        return slide_anndata(out, slide_id) if as_anndata else contract.read_cells(out, slide_id)[0]
     if not as_anndata:
         return contract.read_cohort(out)
     import anndata as ad
 
     run = contract.CellsRun(out)
     parts = {s: read_cells(out, s, as_anndata=True) for s in run.slides}
-    return ad.concat(parts, label="slide_id", index_unique="-", uns_merge="same")
+    return ad.concat(parts, index_unique="-", uns_merge="unique")
 
 
 def read_survival(out: str | os.PathLike[str]) -> SurvivalResults:

@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.store.artifact.utils.models import get_model_name_and_version
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+from mlflow.types.schema import Array
 
 from ghist_ray import tracking
 from ghist_ray.cells import CellsMeta
@@ -95,15 +96,21 @@ def requirements() -> list[str]:
 
 def signature(config: ModelConfig) -> ModelSignature:
     """Tiles (B, patch_px, patch_px, 3) uint8 in; the columns of
-    :meth:`~ghist_ray.cells.CellsMeta.tile_schema` out."""
+    :meth:`~ghist_ray.cells.CellsMeta.tile_schema` out (the outline an array of floats)."""
     side = config.patch_px
     columns = CellsMeta(config.type_names, config.gene_names).tile_schema()
     default = InferConfig().min_nucleus_um2
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, side, side, 3))]),
-        outputs=Schema([ColSpec(_COLUMN_TYPES[f.type], f.name) for f in columns]),
+        outputs=Schema([_column_spec(f) for f in columns]),
         params=ParamSchema([ParamSpec(MIN_NUCLEUS_PARAM, "double", default)]),
     )
+
+
+def _column_spec(field: pa.Field) -> ColSpec:
+    if isinstance(field.type, pa.FixedSizeListType):
+        return ColSpec(Array(_COLUMN_TYPES[field.type.value_type]), field.name)
+    return ColSpec(_COLUMN_TYPES[field.type], field.name)
 
 
 def metadata(config: ModelConfig) -> dict[str, object]:

@@ -70,7 +70,7 @@ def staged_output(
             files = {
                 p.relative_to(stage).as_posix(): p
                 for p in sorted(stage.rglob("*"))
-                if p.is_file() and p.name != marker
+                if p.is_file() and p.relative_to(stage).as_posix() != marker
             }
             _replace_remote(fs, path, marker, files, lambda f, dst: fs.put_file(str(f), dst))
             fs.put_file(str(stage / marker), f"{path}/{marker}")

@@ -27,11 +27,14 @@ import pytest
 from mlflow.exceptions import MlflowException
 from packaging.utils import canonicalize_name
 
+from ghist_ray.cells.schema import OUTLINE_RAYS
 from ghist_ray.mlflow_model import REQUIREMENTS
 from ghist_ray.model import load_model, min_nucleus_px, predict_patch
+from ghist_ray.model.instances import instance_outlines
 from tests.registry_store import CONFIG, GENES, TYPES, Registered, real_tiles, registered_store
 
 NUMPY_TYPES = {"long": np.dtype("int64"), "float": np.dtype("float32"), "string": np.dtype("O")}
+OUTLINE = "outline_um"  # an array column: each row OUTLINE_RAYS floats
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +60,10 @@ def _expected(store: Registered, tiles: np.ndarray, min_um2: float) -> pd.DataFr
         load_model(store.models[0]), tiles, min_area_px=min_nucleus_px(min_um2, CONFIG.mpp)
     )
     x_px, y_px = preds.centroid_x + 0.5, preds.centroid_y + 0.5
+    outline = instance_outlines(
+        preds.instances, preds.patch, preds.instance, preds.centroid_y, preds.centroid_x,
+        OUTLINE_RAYS,
+    )  # fmt: skip
     frame = {
         "tile": preds.patch,
         "cell_id": preds.patch * 1_000_000 + preds.instance,
@@ -65,6 +72,7 @@ def _expected(store: Registered, tiles: np.ndarray, min_um2: float) -> pd.DataFr
         "x_um": x_px * CONFIG.mpp,
         "y_um": y_px * CONFIG.mpp,
         "area_um2": preds.area_px * CONFIG.mpp**2,
+        OUTLINE: list(outline * CONFIG.mpp),
         "cell_type": np.asarray(TYPES, dtype=object)[preds.type_prob.argmax(1)],
         **{f"p_{t}": preds.type_prob[:, k] for k, t in enumerate(TYPES)},
         **{f"nbhd_{t}": preds.nbhd[:, k] for k, t in enumerate(TYPES)},
@@ -77,7 +85,11 @@ def _assert_same_cells(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert list(got.columns) == list(expected.columns)
     assert len(got) == len(expected) > 0
     for name in expected.columns:
-        if got[name].dtype.kind == "f":
+        if name == OUTLINE:
+            np.testing.assert_allclose(
+                np.stack(got[name]), np.stack(expected[name]), rtol=1e-6, err_msg=name
+            )
+        elif got[name].dtype.kind == "f":
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, err_msg=name)
         else:
             np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
@@ -93,9 +105,14 @@ def test_loaded_model_gives_the_cells_of_the_network(
 
     outputs = model.metadata.get_output_schema().inputs
     assert list(cells.columns) == [spec.name for spec in outputs]
-    assert [cells[spec.name].dtype for spec in outputs] == [
-        NUMPY_TYPES[spec.type.name] for spec in outputs
+    scalars = [spec for spec in outputs if spec.name != OUTLINE]
+    assert [cells[spec.name].dtype for spec in scalars] == [
+        NUMPY_TYPES[spec.type.name] for spec in scalars
     ]
+    (outline,) = (spec for spec in outputs if spec.name == OUTLINE)
+    assert outline.type.to_dict() == {"type": "array", "items": {"type": "float"}}
+    assert np.stack(cells[OUTLINE]).dtype == np.float32
+    assert np.stack(cells[OUTLINE]).shape == (len(cells), OUTLINE_RAYS)
     assert model.metadata.metadata == {"panel": GENES, "types": TYPES, "mpp": 0.5, "patch_px": 128}
 
     fewer = model.predict(tiles, params={"min_nucleus_um2": 12.0})

@@ -4,7 +4,7 @@ Layout under the output root (``<id>`` is the URL-quoted slide id, ``<run>`` a
 run id: start time and a random suffix, so names sort by start)::
 
     cells/slide_id=<id>/part-0.parquet   committed cells of a slide (hive-partitioned)
-    slides/<id>/qc.png, cells.h5ad, nuclei.geojson
+    slides/<id>/qc.png, thumbnail.npz, cells.h5ad, nuclei.geojson[, cells.zarr]
     state/done/<id>.json                 the done marker: written last, holds the summary
                                          row and the slide's provenance
     state/lease.json                     who runs here now (see ``inference.lease``)

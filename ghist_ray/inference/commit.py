@@ -5,15 +5,15 @@ bad, so the slide is decided here: failed (it could not be planned, or too
 many tiles were bad) or complete. A complete slide's staged fragments become
 one file sorted by ``cell_id`` (duplicates from retried tasks removed by id,
 detections on glass and "nuclei" above ``max_nucleus_um2`` dropped, nuclei two
-tiles both kept merged), its exports are written, and the done marker goes
-last. A complete slide whose nuclei look unlike the model's training nuclei
-(:mod:`ghist_ray.inference.plausibility`) is committed the same way, with
-status ``suspect`` and its reasons.
+tiles both kept merged), its thumbnail is kept beside its exports (so they can
+be made again without the slide), its exports are written, and the done marker
+goes last. A complete slide whose nuclei look unlike the model's training
+nuclei (:mod:`ghist_ray.inference.plausibility`) is committed the same way,
+with status ``suspect`` and its reasons.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -27,7 +27,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ghist_ray.cells import CellsMeta, RunLayout
-from ghist_ray.export import qc_image, write_anndata, write_geojson
+from ghist_ray.export import Thumbnail, keep_thumbnail, write_exports
 from ghist_ray.inference.plan import PLAN_FILE, THUMB_FILE, failure_text
 from ghist_ray.inference.plausibility import SUSPECT, Plausibility
 from ghist_ray.inference.postprocess import (
@@ -48,6 +48,12 @@ class CommitRules:
     anndata: bool
     geojson: bool
     plausibility: Plausibility
+
+    @property
+    def formats(self) -> list[str]:
+        """The exports of a committed slide: the QC picture, and AnnData and GeoJSON if on."""
+        on = {"qc": True, "h5ad": self.anndata, "geojson": self.geojson}
+        return [name for name, wanted in on.items() if wanted]
 
 
 def summary_row(slide_id: str, status: str, **values: Any) -> dict[str, Any]:
@@ -134,8 +140,8 @@ def commit_slide(
             )
         slide_meta = replace(meta, slide_id=slide_id, slide_mpp=plan["slide_mpp"])
         thumb = _thumbnail(layout, slide_id)
-        downsample = float(thumb["mask_downsample"])
-        tissue = TissueMask(thumb["mask"], plan["slide_mpp"] * downsample, downsample)
+        downsample = thumb.mask_downsample
+        tissue = TissueMask(thumb.mask, plan["slide_mpp"] * downsample, downsample)
         staged = staged_cells(layout, attempt, slide_id, meta)
         staged, counts["glass_cells"] = on_tissue(staged, tissue, plan["slide_mpp"])
         staged, counts["large_cells"], counts["large_cut_cells"] = drop_large(
@@ -150,7 +156,7 @@ def commit_slide(
         )
         with layout.target(layout.cells_file(slide_id)) as tmp:
             pq.write_table(stored, tmp)
-        _export(layout, slide_id, table.to_pandas(), slide_meta, rules, thumb)
+        write_exports(layout, slide_id, table.to_pandas(), slide_meta, thumb, rules.formats)
         row = summary_row(
             slide_id,
             SUSPECT if reasons else "done",
@@ -167,34 +173,8 @@ def commit_slide(
         return summary_row(slide_id, "failed", stage=stage, error=failure_text(exc))
 
 
-def _thumbnail(layout: RunLayout, slide_id: str) -> dict[str, np.ndarray]:
-    """The thumbnail and tissue mask the planning step staged (see ``plan_slide``)."""
+def _thumbnail(layout: RunLayout, slide_id: str) -> Thumbnail:
+    """The thumbnail and tissue mask the planning step staged (see ``plan_slide``),
+    kept under ``slides/<id>/`` for later exports."""
     with layout.fs.open(layout.slide_work(slide_id, THUMB_FILE), "rb") as fh:
-        return dict(np.load(io.BytesIO(fh.read())))
-
-
-def _export(
-    layout: RunLayout,
-    slide_id: str,
-    cells: pd.DataFrame,
-    meta: CellsMeta,
-    rules: CommitRules,
-    thumb: dict[str, np.ndarray],
-) -> None:
-    folder = layout.slide_dir(slide_id)
-    picture = qc_image(
-        thumb["thumb"],
-        float(thumb["scale"]),
-        thumb["mask"],
-        float(thumb["mask_downsample"]),
-        cells,
-        meta,
-    )
-    with layout.target(f"{folder}/qc.png") as tmp:
-        picture.save(tmp, format="PNG")
-    if rules.anndata:
-        with layout.target(f"{folder}/cells.h5ad") as tmp:
-            write_anndata(cells, meta, tmp)
-    if rules.geojson:
-        with layout.target(f"{folder}/nuclei.geojson") as tmp:
-            write_geojson(cells, meta, tmp)
+        return keep_thumbnail(layout, slide_id, fh.read())

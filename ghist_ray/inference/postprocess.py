@@ -30,8 +30,9 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from ghist_ray.cells import CellsMeta
+from ghist_ray.cells.schema import OUTLINE, OUTLINE_RAYS
 from ghist_ray.model import CellPredictions
-from ghist_ray.model.instances import instance_shapes
+from ghist_ray.model.instances import instance_outlines, instance_shapes
 from ghist_ray.slides import TileGrid, owns
 from ghist_ray.slides.tissue import TissueMask
 
@@ -79,11 +80,20 @@ def _cut(rows: dict[str, np.ndarray], preds: CellPredictions) -> np.ndarray:
 
 
 def per_cell(tiles: dict[str, np.ndarray], preds: CellPredictions) -> dict[str, np.ndarray]:
-    """One row per predicted nucleus: its tile's columns, then the model's outputs."""
+    """One row per predicted nucleus: its tile's columns, then the model's outputs
+    and the nucleus' shape (eccentricity, outline in model pixels)."""
     rows = {name: np.asarray(tiles[name])[preds.patch] for name in TILE_COLUMNS}
     rows.update(
         cut=_cut(rows, preds),
         eccentricity=instance_shapes(preds.instances, preds.patch, preds.instance)[1],
+        outline=instance_outlines(
+            preds.instances,
+            preds.patch,
+            preds.instance,
+            preds.centroid_y,
+            preds.centroid_x,
+            OUTLINE_RAYS,
+        ),
         instance=preds.instance,
         centroid_x=preds.centroid_x,
         centroid_y=preds.centroid_y,
@@ -144,6 +154,7 @@ def owned_cells(rows: dict[str, np.ndarray], meta: CellsMeta) -> pa.Table:
         "x_um": x_l0[keep] * mpp,
         "y_um": y_l0[keep] * mpp,
         "area_um2": rows["area_px"][keep] * (px_l0[keep] * mpp) ** 2,
+        OUTLINE: np.asarray(rows["outline"])[keep] * (px_l0[keep] * mpp)[:, None],
         "cell_type": np.asarray(meta.type_names, dtype=object)[type_prob.argmax(1)],
     }
     for k, t in enumerate(meta.type_names):
@@ -155,9 +166,17 @@ def owned_cells(rows: dict[str, np.ndarray], meta: CellsMeta) -> pa.Table:
     columns["cut"] = rows["cut"][keep]
     columns["eccentricity"] = rows["eccentricity"][keep]
     return pa.Table.from_pydict(
-        {name: pa.array(columns[name], type=schema.field(name).type) for name in schema.names},
+        {name: _array(columns[name], schema.field(name).type) for name in schema.names},
         schema=schema,
     )
+
+
+def _array(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A column of ``kind``; a fixed-size list from the rows of a 2-D array."""
+    if isinstance(kind, pa.FixedSizeListType):
+        flat = pa.array(np.ascontiguousarray(values).ravel(), type=kind.value_type)
+        return pa.FixedSizeListArray.from_arrays(flat, kind.list_size)
+    return pa.array(values, type=kind)
 
 
 def merge_overlaps(table: pa.Table) -> tuple[pa.Table, int]:

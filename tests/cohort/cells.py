@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ghist_ray.cells import CellsMeta, RunLayout
+from ghist_ray.cells.schema import OUTLINE, circle_outlines
 from ghist_ray.synth.calibration import load_calibration
 from ghist_ray.synth.clinical import clinical_table, plan_cohort
 from ghist_ray.synth.expression import (
@@ -55,7 +56,10 @@ class SynthCells:
 
 
 def write_slide(layout: RunLayout, slide_id: str, cells: pd.DataFrame, meta: CellsMeta) -> None:
-    """One committed slide: its file (schema without ``slide_id``) and done marker."""
+    """One committed slide: its file (schema without ``slide_id``) and done marker.
+    Cells without an outline get the circle of their area."""
+    if OUTLINE not in cells.columns:
+        cells = cells.assign(**{OUTLINE: list(circle_outlines(cells["area_um2"].to_numpy()))})
     slide_meta = CellsMeta(meta.type_names, meta.gene_names, slide_id=slide_id, slide_mpp=MPP)
     schema = slide_meta.schema()
     schema = schema.remove(schema.get_field_index("slide_id")).with_metadata(schema.metadata)

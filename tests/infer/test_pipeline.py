@@ -13,12 +13,13 @@ from scipy.spatial import cKDTree
 
 from ghist_ray import tracking
 from ghist_ray.cells import RunLayout, read_cells
+from ghist_ray.cells.schema import OUTLINE
 from ghist_ray.export import export_slide
 from ghist_ray.infer import run_infer
 from ghist_ray.inference.naive import naive_slide_cells
 from ghist_ray.inference.plan import SlideSource, Tiling
 from ghist_ray.model import load_model
-from tests.infer.conftest import BAD, GOOD, TEST_CONFIG, InferCohort, ReferenceRun
+from tests.infer.conftest import BAD, CROP_PX, GOOD, TEST_CONFIG, InferCohort, ReferenceRun
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -43,6 +44,7 @@ def test_good_slides_complete_and_bad_ones_are_recorded(reference_run: Reference
             "qc.png",
             "cells.h5ad",
             "nuclei.geojson",
+            "thumbnail.npz",  # kept so the exports can be made again without the slide
         }
     assert not Path(layout.path("cells", "slide_id=corrupt")).exists()
     assert not Path(layout.path("_work")).exists()  # staging cleaned up
@@ -66,6 +68,8 @@ def test_cells_equal_a_single_process_run_of_the_same_tiles(
         assert (got["cell_type"] == expected["cell_type"]).all()
         numbers = [c for c in expected.columns if expected[c].dtype == np.float32]
         assert np.allclose(got[numbers], expected[numbers], atol=1e-4)
+        outlines = [np.stack(frame[OUTLINE]) for frame in (got, expected)]
+        assert np.allclose(*outlines, atol=1e-4)
 
 
 def test_cells_sit_on_the_true_nuclei(
@@ -108,6 +112,12 @@ def test_committed_slide_exports_again_from_parquet(reference_run: ReferenceRun)
     adata = ad.read_h5ad(written[0])
     assert adata.n_obs == len(cells) and adata.n_vars == len(meta.gene_names)
     assert np.allclose(adata.obsm["spatial"], cells[["x_um", "y_um"]])
+    assert np.allclose(adata.X, cells[meta.gene_names] / meta.expr_scale)  # log1p counts
+    # The thumbnail kept at commit: the H&E at TEST_CONFIG.qc_px, in thumbnail px per µm.
+    spatial = adata.uns["spatial"][GOOD[0]]
+    assert abs(max(spatial["images"]["hires"].shape[:2]) - TEST_CONFIG.qc_px) <= 1
+    scalef = spatial["scalefactors"]["tissue_hires_scalef"]
+    assert scalef == pytest.approx(TEST_CONFIG.qc_px / (CROP_PX * meta.slide_mpp))
 
 
 def test_rerun_skips_done_slides_and_retries_failed_ones(

@@ -16,6 +16,7 @@ from skimage.measure import regionprops
 from typer.testing import CliRunner
 
 from ghist_ray.cells import CellsMeta, RunLayout
+from ghist_ray.cells.schema import circle_outlines
 from ghist_ray.cli import app
 from ghist_ray.config import PlausibilityConfig
 from ghist_ray.infer import InferSummary, progress_edges
@@ -54,6 +55,7 @@ def _staged(area: list[float], cut: list[bool], types: list[str], ecc: float = 0
         slide_id=["s"] * n,
         cell_id=np.arange(n),
         area_um2=area,
+        outline_um=list(circle_outlines(np.asarray(area))),
         cell_type=types,
         cut=cut,
         eccentricity=np.full(n, ecc),
