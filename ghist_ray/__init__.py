@@ -27,7 +27,9 @@ cheap: each name loads its stage on first use.
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import Any
 
 __version__ = "0.1.0"
@@ -64,3 +66,18 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(ModuleType):
+    """The package object. Importing a stage module (``ghist_ray.train``…) would
+    rebind the package attribute of the same name to that module, so ``gr.train``
+    would stop being the API's function after its first use; the functions keep
+    their names, and the modules stay importable (``from ghist_ray.train import …``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in __all__ and isinstance(value, ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,26 +1,46 @@
-"""``ghist-ray <stage>``: parse, load the config, call one function per stage.
+"""``ghist-ray <stage>`` (or ``python -m ghist_ray <stage>``): parse, load the config,
+call one function per stage.
 
-Every stage reads the same :class:`~ghist_ray.config.PipelineConfig` (YAML
-plus ``--set section.key=value`` overrides). User errors print one line and
-exit 2; a stage that is not built yet says so and exits 2.
+Every stage reads the same :class:`~ghist_ray.config.PipelineConfig` (YAML, by
+default ``$GHIST_RAY_CONFIG``, plus ``--set section.key=value`` overrides). What
+prints goes through :mod:`ghist_ray.console`: bars and status on stderr, results on
+stdout; Ray's and MLflow's own output only with ``--verbose``
+(:mod:`ghist_ray.runtime`). Exit codes: :data:`DONE`, :data:`ATTENTION` (slides
+failed or suspect), :data:`USER_ERROR` (one line), :data:`CRASH` (a traceback).
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, get_args
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from ghist_ray.config import PipelineConfig, Precision, load_config
+from ghist_ray import __version__, console
+from ghist_ray.config import PipelineConfig, load_config
 from ghist_ray.errors import GhistError
+
+DONE, ATTENTION, USER_ERROR, CRASH = 0, 1, 2, 3
+CONFIG_ENV, VERBOSE_ENV = "GHIST_RAY_CONFIG", "GHIST_RAY_VERBOSE"
 
 app = typer.Typer(
     name="ghist-ray",
-    help="Single-cell spatial expression from H&E (GHIST), at cohort scale on Ray.",
+    help=(
+        "Single-cell spatial expression from H&E (GHIST), at cohort scale on Ray.\n\n"
+        "Progress bars and status lines go to stderr (plain lines when it is not a "
+        "terminal), results (figures, where outputs are) to stdout.\n\n"
+        f"Environment: {CONFIG_ENV} (the default --config), MLFLOW_TRACKING_URI (the "
+        "MLflow store), RAY_ADDRESS (a Ray cluster to join; else a local Ray starts), "
+        f"{VERBOSE_ENV}=1 (as --verbose).\n\n"
+        f"Exit codes: {DONE} done; {ATTENTION} some slides failed or are suspect (see "
+        f"the run's state/); {USER_ERROR} user error (options, config, inputs: one line "
+        f"says which); anything else a crash ({CRASH}: an unexpected error, with its "
+        "traceback)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -28,7 +48,12 @@ app = typer.Typer(
 
 ConfigOpt = Annotated[
     str | None,
-    typer.Option("--config", "-c", help="YAML config, local or s3:// (see configs/demo.yaml)"),
+    typer.Option(
+        "--config",
+        "-c",
+        envvar=CONFIG_ENV,
+        help="YAML config, local or s3:// (see configs/demo.yaml)",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override, e.g. --set synth.seed=3")
@@ -69,20 +94,18 @@ PrecisionOpt = Annotated[
 ]
 
 
-def _say(line: str, err: bool = False) -> None:
-    """Echo a progress or result line with every URI in it redacted."""
-    from ghist_ray.slides.redact import redact_text
-
-    typer.echo(redact_text(line), err=err)
+_say = console.say
+_result = console.result
 
 
 def _fail(message: str) -> NoReturn:
-    _say(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    _say(f"error: {message}")
+    raise typer.Exit(USER_ERROR)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn GhistError into one line on stderr and exit code 2."""
+    """Turn GhistError into one line on stderr and exit code 2, any other exception
+    into its traceback, a line saying it is a bug, and exit code 3."""
 
     @wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -90,22 +113,51 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except GhistError as exc:
             _fail(str(exc))
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:
+            for line in traceback.format_exception(exc):
+                _say(line.rstrip("\n"))
+            _say(f"crash: {type(exc).__name__}: {exc} (a bug in ghist-ray: please report it)")
+            raise typer.Exit(CRASH) from None
 
     return run
+
+
+def _print_version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"ghist-ray {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version"),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar=VERBOSE_ENV,
+            help="also show Ray's and MLflow's own logs and warnings, and per-slide lines",
+        ),
+    ] = False,
+) -> None:
+    """Console for every command: bars on stderr, libraries quiet unless --verbose."""
+    from ghist_ray.runtime import console_settings
+
+    ctx.with_resource(console_settings(verbose))
+    ctx.with_resource(console.session(verbose=verbose))
 
 
 def _config(config: str | None, sets: list[str] | None, **flags: Any) -> PipelineConfig:
     """Config file, then explicit CLI flags (those not None), then --set overrides."""
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     return load_config(config, overrides + list(sets or []))
-
-
-def _precision(value: str | None) -> Precision:
-    """The --precision of a stage without a config section, checked like the config's."""
-    allowed = get_args(Precision)
-    if value is not None and value not in allowed:
-        _fail(f"--precision {value}: use one of {', '.join(allowed)}")
-    return value or "auto"
 
 
 @app.command()
@@ -140,7 +192,7 @@ def synth(
         },
     )
     summary = generate_cohort(cfg.synth, out, overwrite=overwrite, progress=_say)
-    _say(
+    _result(
         f"cohort: {summary['slides']} slides ({summary['xenium_slides']} with Xenium), "
         f"{summary['patients']} patients, {summary['cells']:,} cells in "
         f"{summary['seconds']} s -> {out}"
@@ -204,11 +256,11 @@ def manifest(
         progress=_say,
     )
     write_manifest(built, out, overwrite)
-    _say(describe(built))
+    _result(describe(built))
     for note in built.notes:
         _say(f"note: {note}")
     problems = int(built.table["problem"].notna().sum())
-    _say(
+    _result(
         f"manifest: {len(built.table)} slides ({problems} with a problem), "
         f"{len(built.left_out)} left out -> {out}"
     )
@@ -238,7 +290,7 @@ def prepare(
     cfg = _config(config, set_)
     state = shards_state(out) if resume else "other"
     if state == "complete":
-        _say(f"prepare: {out} is complete ({META} present); nothing to do")
+        _result(f"prepare: {out} is complete ({META} present); nothing to do")
         return
     replace = overwrite or state == "partial"
     run_prepare(cfg.prepare, manifest, reference, out, replace, _say, tracking_uri, experiment)
@@ -278,10 +330,16 @@ def evaluate(
     stain_normalise: StainOpt = None,
     stain_target: StainTargetOpt = None,
     precision: PrecisionOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """PCC (all genes, top SVGs, HVGs), SSIM of gene maps, type F1, nuclei F1, pictures."""
+    """PCC (all genes, top SVGs, HVGs), SSIM of gene maps, type F1, nuclei F1, pictures
+    (tiles recoloured and the network run as the infer.stain_* and infer.precision
+    settings say)."""
     from ghist_ray.evaluate import run_evaluate
 
+    stains = {"infer.stain_normalise": stain_normalise, "infer.stain_target": stain_target}
+    cfg = _config(config, set_, **stains, **{"infer.precision": precision})
     report = run_evaluate(
         model,
         shards,
@@ -289,13 +347,13 @@ def evaluate(
         split,
         tracking_uri,
         experiment,
-        stain_normalise=stain_normalise or "none",
-        stain_target=stain_target,
-        precision=_precision(precision),
+        stain_normalise=cfg.infer.stain_normalise,
+        stain_target=cfg.infer.stain_target,
+        precision=cfg.infer.precision,
     )
     for key, value in report.metrics.items():
-        typer.echo(f"{key:>22}: {value:.4g}")
-    _say(f"evaluation of the {split} split written to {out}")
+        _result(f"{key:>22}: {value:.4g}")
+    _result(f"evaluation of the {split} split written to {out}")
 
 
 @app.command("evaluate-nuclei")
@@ -329,8 +387,8 @@ def evaluate_nuclei(
     report = run_evaluate_nuclei(
         images, out, model, organs, cfg.infer, tracking_uri, experiment, progress=_say
     )
-    typer.echo(report.summary[list(SHOWN)].to_string(index=False, float_format="{:.3f}".format))
-    _say(f"evaluate-nuclei written to {out}")
+    _result(report.summary[list(SHOWN)].to_string(index=False, float_format="{:.3f}".format))
+    _result(f"evaluate-nuclei written to {out}")
 
 
 @app.command()
@@ -339,19 +397,26 @@ def calibrate(
     model: Annotated[Path, typer.Option(help="model directory (its card is updated)")],
     shards: Annotated[str, typer.Option(help="shard folder made by prepare")],
     split: Annotated[str, typer.Option(help="split to fit on; keep held-out tiles out")] = "train",
-    tiles: Annotated[int, typer.Option(help="tiles spread over the split")] = 64,
+    tiles: Annotated[
+        int | None, typer.Option(help="tiles spread over the split (default train.calibrate_tiles)")
+    ] = None,
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
     precision: PrecisionOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Fit the nucleus post-processing thresholds of a model (train does it after a fit)."""
+    """Fit the nucleus post-processing thresholds of a model (train does it after a fit,
+    with the same train.calibrate_tiles and train.precision)."""
     from ghist_ray.calibrate import run_calibrate
 
+    cfg = _config(config, set_, **{"train.calibrate_tiles": tiles, "train.precision": precision})
+    train = cfg.train
     found = run_calibrate(
-        model, shards, split, tiles, tracking_uri, experiment, _precision(precision)
+        model, shards, split, train.calibrate_tiles, tracking_uri, experiment, train.precision
     )
-    typer.echo(found.grid.to_string(index=False))
-    typer.echo(
+    _result(found.grid.to_string(index=False))
+    _result(
         f"calibrate: foreground {found.fg_threshold:g}, seed {found.core_threshold:g}: "
         f"detection F1 {found.default_f1:.3f} -> {found.f1:.3f} on {found.tiles} {split} "
         f"tiles; written to {model}"
@@ -408,7 +473,7 @@ def nuclei(
     )
     found = done.result
     registered = f", models:/{cfg.nuclei.register_as}/{done.version}" if done.version else ""
-    _say(
+    _result(
         f"nuclei: {found.steps} steps in {found.seconds:.0f} s; training-tile F1 "
         f"{found.before.default_f1:.3f} -> {found.train_f1:.3f}; model at {done.model}{registered}"
     )
@@ -474,20 +539,53 @@ def infer(
     for failure in summary.failures:
         _say(f"failed: {failure['slide_id']} ({failure['stage']}): {failure['error']}")
     if summary.failed:
-        typer.echo(
+        _say(
             f"infer: {summary.failed} of {summary.slides} slides failed; "
-            "fix them and re-run the same command (done slides are kept)",
-            err=True,
+            "fix them and re-run the same command (done slides are kept)"
         )
     if summary.suspect:
-        typer.echo(
+        _say(
             f"infer: {summary.suspect} of {summary.slides} slides are suspect (reasons in "
             "state/slides/); their cells are written: check them, or re-run with "
-            "--redo-suspect after changing the model or infer.plausibility",
-            err=True,
+            "--redo-suspect after changing the model or infer.plausibility"
         )
     if summary.failed or summary.suspect:
-        raise typer.Exit(1)
+        raise typer.Exit(ATTENTION)
+
+
+@app.command()
+@user_errors
+def export(
+    out: Annotated[str, typer.Option(help="output root of `ghist-ray infer` (local or s3://)")],
+    slide: Annotated[
+        list[str] | None, typer.Option("--slide", help="a done slide (repeatable); default: all")
+    ] = None,
+    format_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            help="h5ad, geojson, spatialdata or qc (repeatable); default: what infer.anndata "
+            "and infer.geojson ask for",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """(Re)write done slides' exports under <out>/slides/<id>/ from their cells and kept
+    thumbnail: AnnData over the H&E, QuPath GeoJSON, SpatialData Zarr, the QC picture."""
+    from ghist_ray.cells import CellsRun
+    from ghist_ray.export import export_slide
+
+    cfg = _config(config, set_)
+    formats = format_ or [
+        f for f, on in (("h5ad", cfg.infer.anndata), ("geojson", cfg.infer.geojson)) if on
+    ]
+    slides = slide or CellsRun(out, _say).slides
+    with console.bar("export", total=len(slides), unit="slides", fallback=_say) as done:
+        for slide_id in slides:
+            written = export_slide(out, slide_id, formats=tuple(formats))
+            done.advance(note=f"export: {slide_id}: {', '.join(written)}")
+    _result(f"export: {len(slides)} slides ({', '.join(formats)}) under {out}/slides/")
 
 
 @app.command()
@@ -537,8 +635,8 @@ def survival(
         features_id=features_id,
         experiment=experiment,
     )
-    typer.echo(report.cox.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    _say(
+    _result(report.cox.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    _result(
         f"survival written to {out}; MLflow run {report.run_id}: "
         f"mlflow ui --backend-store-uri {report.tracking_uri}"
     )
@@ -597,10 +695,10 @@ def compare(
         progress=_say,
     )
     shown = result.table.drop(columns=["better", "unit"])
-    typer.echo(shown.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}"))
-    _say(f"comparison written to {out} (compare.csv, compare.png, compare.html)")
+    _result(shown.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}"))
+    _result(f"comparison written to {out} (compare.csv, compare.png, compare.html)")
     if promote is not None:
-        _say(f"{promote}: champion -> {result.winners[promote]}")
+        _result(f"{promote}: champion -> {result.winners[promote]}")
 
 
 CellsOpt = Annotated[str, typer.Option(help="inference output root (cells/, state/), or s3://")]
@@ -633,7 +731,7 @@ def spots(
         cfg.spots, cells, out, truth, tracking_uri, progress=_say, experiment=experiment
     )
     if "eval_summary" in report.tables:
-        typer.echo(report.tables["eval_summary"].describe().to_string(float_format="{:.3f}".format))
+        _result(report.tables["eval_summary"].describe().to_string(float_format="{:.3f}".format))
 
 
 @app.command()
@@ -661,7 +759,7 @@ def cluster(
         _say,
         experiment,
     )
-    typer.echo(report.tables["clusters"].to_string(float_format="{:.2f}".format))
+    _result(report.tables["clusters"].to_string(float_format="{:.2f}".format))
 
 
 @app.command()
@@ -689,7 +787,7 @@ def spatial(
         _say,
         experiment,
     )
-    typer.echo(report.tables["cohort"].to_string(float_format="{:.2f}".format))
+    _result(report.tables["cohort"].to_string(float_format="{:.2f}".format))
 
 
 @app.command()
@@ -702,8 +800,11 @@ def demo(
     """Run the whole mission on embedded defaults (stages built so far)."""
     from ghist_ray.demo import run_demo
 
-    run_demo(_config(config, set_, out=out), progress=_say)
+    done = run_demo(_config(config, set_, out=out), progress=_say)
+    for line in done.lines:
+        _result(line)
 
 
 def main() -> None:
-    app(sys.argv[1:])
+    """``python -m ghist_ray``: the same commands under the same name."""
+    app(sys.argv[1:], prog_name="ghist-ray")

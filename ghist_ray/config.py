@@ -43,6 +43,13 @@ class SynthConfig(StageConfig):
     mpp: float = Field(0.25, gt=0.05, le=2.0, description="µm per pixel at level 0")
     large: bool = Field(False, description="make the first slide ≥ 40,000 px square")
     large_um: float = Field(10_240.0, ge=1_000.0, description="side of the large slide")
+    unpaired_um: float | None = Field(
+        None,
+        ge=128.0,
+        le=200_000.0,
+        description="side of the square slides without Xenium outs (a large cohort "
+        "beside full-size training slides); unset = width_um × height_um",
+    )
     tile_px: int = Field(512, ge=128, le=2048, multiple_of=16)
     jpeg_quality: int = Field(80, ge=30, le=100, description="JPEG tiles, YCbCr 4:2:0")
     workers: int = Field(0, ge=0, description="processes; 0 = one per core")
@@ -140,7 +147,9 @@ class TrainConfig(StageConfig):
     reference: str | None = Field(None, description="types × genes CSV for the expression head")
     gene_panel: list[str] | None = Field(None, description="if set, must equal the shards' panel")
     register_as: str | None = Field("ghist", description="MLflow registered-model name")
-    tracking_uri: str | None = Field(None, description="default: sqlite under the output root")
+    tracking_uri: str | None = Field(
+        None, description="MLflow store; default $MLFLOW_TRACKING_URI, else ./mlflow.db"
+    )
     seed: int = 0
 
 

@@ -7,7 +7,8 @@ split neither the fits nor their checkpoint choice saw), the winner promoted to
 → survival on the predicted cells → a one-page ``summary.html``. Each stage's
 output lives under the config's ``out`` root and every stage logs to one MLflow
 store there; a stage whose output is already complete is reused, so re-running
-the demo resumes rather than starts over.
+the demo resumes rather than starts over. Stages report through ``progress``;
+:class:`DemoResult` holds the figures and where the outputs are.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ghist_ray import tracking, uri
 from ghist_ray.config import PipelineConfig
@@ -25,9 +28,21 @@ from ghist_ray.slides.redact import redact
 from ghist_ray.synth import MARKER, generate_cohort
 from ghist_ray.xenium.splits import SPLITS
 
+if TYPE_CHECKING:
+    from ghist_ray.infer import InferSummary
+
 Progress = Callable[[str], None]
 # The comparison's metrics that may promote a model, in order: types, nuclei, genes.
 PROMOTE_BY = ("type_macro_f1", "nuclei_f1", "pcc_median_all")
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The summary page, and one line per result: the champion's held-out figures,
+    inference, survival, where each is, and how to browse the MLflow store."""
+
+    page: Path
+    lines: list[str]
 
 
 def stage_uri(config: PipelineConfig, stage: str) -> str:
@@ -168,8 +183,33 @@ def _has_alias(name: str, tracking_uri: str) -> bool:
     return ALIAS in tracking.client(tracking_uri).get_registered_model(name).aliases
 
 
-def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
-    """Every stage in turn; the path of the summary page."""
+def _results(
+    config: PipelineConfig,
+    page: Path,
+    champion: str,
+    evaluation: str,
+    inferred: InferSummary,
+    store: str,
+) -> list[str]:
+    """The result lines of :class:`DemoResult`, from what the stages wrote."""
+    held_out = json.loads((Path(evaluation) / "metrics.json").read_text())
+    survival = stage_uri(config, "survival")
+    fit = json.loads((Path(survival) / "metrics.json").read_text())
+    return [
+        f"model: {champion} (champion), on the test split: type macro-F1 "
+        f"{held_out['type_macro_f1']:.3f}, median gene PCC {held_out['pcc_median_all']:.3f}, "
+        f"nuclei F1 {held_out['nuclei_f1']:.3f} -> {evaluation}",
+        f"cells: {inferred.slides} slides ({inferred.done} done now, {inferred.skipped} "
+        f"before; {inferred.suspect} suspect, {inferred.failed} failed) -> {inferred.out}",
+        f"survival: CV C-index {fit['cindex_cv_mean']:.3f} [{fit['cindex_cv_ci_low']:.3f}, "
+        f"{fit['cindex_cv_ci_high']:.3f}], log-rank p = {fit['logrank_p']:.2g} -> {survival}",
+        f"summary: {page}",
+        f"MLflow: mlflow ui --backend-store-uri {redact(store)}",
+    ]
+
+
+def run_demo(config: PipelineConfig, progress: Progress = print) -> DemoResult:
+    """Every stage in turn; the summary page and the result lines."""
     from ghist_ray.cohort import run_survival
     from ghist_ray.cohort.run import MARKER as SURVIVAL_MARKER
     from ghist_ray.infer import run_infer
@@ -211,6 +251,7 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
             progress=progress,
         )
     champion = registered_version(model_uri, tracking_uri)
+    short = short_uri.rsplit("/", 1)[1] == str(champion.version)
     page = write_summary(
         SummaryInputs(
             root=Path(config.out).absolute(),
@@ -222,6 +263,7 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> Path:
             compare=Path(stage_uri(config, "compare")),
         )
     )
-    progress(f"demo: summary at {page}")
-    progress(f"demo: MLflow UI: mlflow ui --backend-store-uri {redact(tracking_uri)}")
-    return page
+    evaluation = stage_uri(config, "evaluate-short" if short else "evaluate")
+    champion_uri = f"models:/{champion.name}/{champion.version}"
+    lines = _results(config, page, champion_uri, evaluation, inferred, tracking_uri)
+    return DemoResult(page, lines)

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import torch
 
-from ghist_ray import metrics, plots, tracking
+from ghist_ray import console, metrics, plots, tracking
 from ghist_ray.config import Precision
 from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, instances_from_maps, load_model, min_nucleus_px
@@ -483,13 +483,15 @@ def evaluate_model(
     parts: list[dict[str, np.ndarray]] = []
     tiles: list[pd.DataFrame] = []
     try:
-        for rows in iter_rows(dataset, COLUMNS, batch_size):
-            cells, counts = _evaluate_rows(
-                model, rows, meta, slide_mpp, min_area_px, recolour, precision
-            )
-            parts.append(cells)
-            box = {k: rows[k] for k in ("slide_id", "x0", "y0", "size_l0")}
-            tiles.append(pd.DataFrame({**box, **dict(zip(DETECTION, counts.T, strict=True))}))
+        with console.bar(f"evaluate {split}", dataset.count_rows(), "tiles") as scored:
+            for rows in iter_rows(dataset, COLUMNS, batch_size):
+                cells, counts = _evaluate_rows(
+                    model, rows, meta, slide_mpp, min_area_px, recolour, precision
+                )
+                parts.append(cells)
+                box = {k: rows[k] for k in ("slide_id", "x0", "y0", "size_l0")}
+                tiles.append(pd.DataFrame({**box, **dict(zip(DETECTION, counts.T, strict=True))}))
+                scored.advance(len(rows["slide_id"]))
     finally:
         model.train(was_training)
     if not tiles:

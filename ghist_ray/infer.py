@@ -12,26 +12,11 @@ Example::
 **Output contract.** Cells are Parquet, hive-partitioned by slide, one file per
 slide: ``<out>/cells/slide_id=<id>/part-0.parquet`` (``<id>`` URL-quoted; the
 ``slide_id`` column comes from the partition: read with
-:func:`ghist_ray.export.read_cohort`, or with a string partition schema).
-One row per cell, sorted by ``cell_id``:
-
-==================  =======  ===================================================
-column              type     meaning
-==================  =======  ===================================================
-``slide_id``        string   the manifest's key
-``cell_id``         int64    ``tile_index · 1e6 + nucleus``: unique in the slide,
-                             the same in every run of the same model
-``x_um, y_um``      float32  nucleus centroid, µm in slide level-0 space
-``area_um2``        float32  nucleus area, µm²
-``cell_type``       string   most probable type
-``p_<type>…``       float32  type probabilities (model's type order)
-``nbhd_<type>…``    float32  predicted type composition of the neighbourhood
-``<gene>…``         float32  expression, ``expr_scale · log1p(counts)`` scale
-==================  =======  ===================================================
-
-The file's schema metadata (``ghist_ray`` key) holds the type and gene names,
-the slide id and its µm/px. Per slide, ``<out>/slides/<id>/`` holds ``qc.png``,
-``cells.h5ad`` and ``nuclei.geojson`` (see :mod:`ghist_ray.export`); run state
+:func:`ghist_ray.cells.read_cohort`, or with a string partition schema), one row
+per cell sorted by ``cell_id``; the columns and the schema metadata are the
+contract in :mod:`ghist_ray.cells.schema`. Per slide, ``<out>/slides/<id>/`` holds
+``qc.png``, ``thumbnail.npz``, ``cells.h5ad`` and ``nuclei.geojson`` (and
+``cells.zarr`` on request; see :mod:`ghist_ray.export`); run state
 is under ``<out>/state/`` (see :mod:`ghist_ray.cells.layout`): done
 markers, ``failures.parquet`` (``slide_id, stage, error, attempt, time``),
 ``slides.parquet`` (``tiles, bad_tiles, cells, seconds, status, reasons`` per
@@ -115,7 +100,7 @@ from ghist_ray.manifest import read_manifest
 from ghist_ray.mlflow_model import resolve_model
 from ghist_ray.model import ModelConfig, read_model_card
 from ghist_ray.nuclei_stats import NucleiDistribution
-from ghist_ray.runtime import ensure_ray
+from ghist_ray.runtime import ensure_ray, retry_bounds
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import stage_run
 
@@ -177,6 +162,7 @@ class _Pipeline:
                 "counter": self.counter,
             },
             num_cpus=cfg.reader_cpus,
+            memory=pools.readers.memory or None,  # it opens the slide, as a reader does
             max_retries=cfg.worker_restarts,
         )
         ds = ds.map_batches(
@@ -216,7 +202,9 @@ class _Pipeline:
         ray.data.DataContext.get_current().enable_progress_bars = False
         folder, fs = self.layout.wave_cells(attempt), self.layout.fs
         target = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
-        self.dataset(sources).write_parquet(folder, filesystem=target, partition_cols=["slide_id"])
+        with retry_bounds():  # the pipeline's retries stay bounded
+            ds = self.dataset(sources)
+        ds.write_parquet(folder, filesystem=target, partition_cols=["slide_id"])
         fs.invalidate_cache(folder)
         if not fs.exists(folder):
             return {}
@@ -489,25 +477,26 @@ def run_infer(
         runner = _Run(pipeline, now, tracker, lease, progress, _largest_node_memory())
         rows: list[dict[str, Any]] = []
         try:
-            sizes = {sid: stamp.get("size") for sid, stamp in now.items()}
-            for wave in waves(pending, sizes, config.wave_slides, config.wave_gb):
-                wave_rows = runner.wave(wave)
-                layout.record_slides(wave_rows)
-                failed = [r for r in wave_rows if r["status"] == "failed"]
-                layout.record_failures(
-                    [{k: str(r[k]) for k in ("slide_id", "stage", "error")} for r in failed]
-                )
-                layout.remove(layout.work())
-                for row in wave_rows:
-                    if row["status"] == SUSPECT:
-                        progress(
-                            f"infer: WARNING slide {row['slide_id']} is suspect: "
-                            f"{row['reasons']} (cells written; bounds in infer.plausibility)"
-                        )
-                rows += wave_rows
-                tracker.done += len(wave_rows) - len(failed)
-                tracker.failed += len(failed)
-                tracker.report()
+            with tracker.watch():
+                sizes = {sid: stamp.get("size") for sid, stamp in now.items()}
+                for wave in waves(pending, sizes, config.wave_slides, config.wave_gb):
+                    wave_rows = runner.wave(wave)
+                    layout.record_slides(wave_rows)
+                    failed = [r for r in wave_rows if r["status"] == "failed"]
+                    layout.record_failures(
+                        [{k: str(r[k]) for k in ("slide_id", "stage", "error")} for r in failed]
+                    )
+                    layout.remove(layout.work())
+                    for row in wave_rows:
+                        if row["status"] == SUSPECT:
+                            progress(
+                                f"infer: WARNING slide {row['slide_id']} is suspect: "
+                                f"{row['reasons']} (cells written; bounds in infer.plausibility)"
+                            )
+                    rows += wave_rows
+                    tracker.done += len(wave_rows) - len(failed)
+                    tracker.failed += len(failed)
+                    tracker.report()
         finally:
             ray.kill(counter)
         layout.remove(layout.path("_work"))  # every run's staging: none other is alive

@@ -20,10 +20,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ghist_ray import uri
+from ghist_ray import console, uri
 from ghist_ray.config import PrepareConfig
 from ghist_ray.errors import GhistError
+from ghist_ray.inference.progress import DONE, Watcher, start_counter
 from ghist_ray.manifest import read_manifest
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.shards import META, SCHEMA, ShardMeta, encode_tile
@@ -34,6 +36,9 @@ from ghist_ray.xenium.pairs import LabelRules, PairedSlide, build_pair, label_ti
 from ghist_ray.xenium.splits import SPLITS, assign_slides, band_edges, split_band
 
 ALIGNMENT_GLOB = "*imagealignment*.csv"
+# What Ray reserves for each labelling actor: it holds the pairs of the slides it
+# labelled (up to 356 MiB per actor on the demo's four 384 µm slides).
+LABELLER_MEMORY = 2**30
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,14 @@ class TileLabeller:
     """Ray Data actor: reads each tile's pixels and cuts its labels out of the slide's pair."""
 
     def __init__(
-        self, pairs: dict[str, ray.ObjectRef], sources: dict[str, PairSource], config: PrepareConfig
+        self,
+        pairs: dict[str, ray.ObjectRef],
+        sources: dict[str, PairSource],
+        config: PrepareConfig,
+        counter: ray.actor.ActorHandle,
     ) -> None:
         self.pair_refs, self.sources, self.config = pairs, sources, config
+        self.counter = counter  # tiles labelled, for the driver's bar
         self.pairs: dict[str, PairedSlide] = {}
         self.slides: dict = {}
 
@@ -162,7 +172,26 @@ class TileLabeller:
                 continue
             image = slide.read(int(x0), int(y0), int(size), cfg.patch_px)
             rows.append(encode_tile(str(sid), x0, y0, size, str(split), image, cells))
+        self.counter.add.remote(len(batch["slide_id"]))
         return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _label_tiles(tiles: pd.DataFrame, labeller: dict, workers: int, target: str) -> None:
+    """Label every tile into ``target``. A task rather than the driver runs the
+    pipeline, so what Ray logs as it starts the actor pool stays in the task's
+    worker log instead of the console (:mod:`ghist_ray.runtime`)."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = ray.data.from_pandas(tiles).repartition(max(len(tiles) // 16, 1))
+    ds = ds.map_batches(
+        TileLabeller,
+        fn_constructor_kwargs=labeller,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+        batch_size=16,
+        num_cpus=0.5,
+        memory=LABELLER_MEMORY,
+    )
+    ds.write_parquet(target, partition_cols=["split"])
 
 
 def _tile_table(
@@ -271,37 +300,43 @@ def _write_shards(
     uri.check_fresh(out, overwrite)
     ensure_ray()
     refs = {s.slide_id: _plan_slide.remote(s, rules, reference, config) for s in sources}
+    plans: dict[str, dict] = {}
     try:
-        plans = dict(zip(refs, ray.get([r[1] for r in refs.values()]), strict=True))
+        with console.bar("prepare slides", len(refs), "slides", progress) as planned:
+            for sid, (_, ref) in refs.items():
+                plan = plans[sid] = ray.get(ref)
+                planned.advance(
+                    note=f"prepare {sid}: {plan['kept']:,}/{plan['cells']:,} cells kept "
+                    f"(dropped {plan['dropped']}), {len(plan['tiles']['x0'])} tiles with ≥ "
+                    f"{config.min_cells} cells"
+                )
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, GhistError):
             raise exc.cause from None
         raise
-    for sid, plan in plans.items():
-        progress(
-            f"prepare {sid}: {plan['kept']:,}/{plan['cells']:,} cells kept "
-            f"(dropped {plan['dropped']}), {len(plan['tiles']['x0'])} tiles with ≥ "
-            f"{config.min_cells} cells"
-        )
     tiles, bands = _tile_table(plans, config)
     _check_splits(tiles, plans, config, manifest_uri)
     sources_by_id = {s.slide_id: s for s in sources}
     workers = config.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
     genes = _common_panel(plans)
     with uri.committed_prefix(out, overwrite, META) as target:
-        ds = ray.data.from_pandas(tiles).repartition(max(len(tiles) // 16, 1))
-        ds = ds.map_batches(
-            TileLabeller,
-            fn_constructor_kwargs={
-                "pairs": {sid: r[0] for sid, r in refs.items()},
-                "sources": sources_by_id,
-                "config": config,
-            },
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-            batch_size=16,
-            num_cpus=0.5,
-        )
-        ds.write_parquet(target, partition_cols=["split"])
+        counter = start_counter()
+        labeller = {
+            "pairs": {sid: r[0] for sid, r in refs.items()},
+            "sources": sources_by_id,
+            "config": config,
+            "counter": counter,
+        }
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        try:
+            with (
+                console.bar("prepare tiles", len(tiles), "tiles") as labelled,
+                Watcher(counter, lambda counts: labelled.update(counts.get(DONE, 0))),
+            ):
+                write = _label_tiles.options(scheduling_strategy=here)
+                ray.get(write.remote(tiles, labeller, workers, target))
+        finally:
+            ray.kill(counter)
         counts = (
             pads.dataset(target, format="parquet", partitioning="hive")
             .to_table(columns=["split", "slide_id"])

@@ -31,8 +31,11 @@ class GhistModel(PythonModel):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.network = load_model(context.artifacts[ARTIFACT], map_location=device)
 
-    def predict(  # model_input unannotated: MLflow would read a hint as a schema
-        self, context: PythonModelContext, model_input, params: dict[str, Any] | None = None
+    def predict(  # np.ndarray: a hint MLflow reads no schema from (the signature rules)
+        self,
+        context: PythonModelContext,
+        model_input: np.ndarray,
+        params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         """Tiles (B, H, W, 3) uint8 → cells; ``params`` come filled from the
         signature (``min_nucleus_um2``)."""

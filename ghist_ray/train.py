@@ -17,6 +17,7 @@ batches, convert to SyncBatchNorm.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -41,6 +42,7 @@ from ghist_ray.augment import augment
 from ghist_ray.calibrate import calibrate_nuclei, with_thresholds
 from ghist_ray.config import Precision, TrainConfig
 from ghist_ray.errors import GhistError
+from ghist_ray.inference.progress import DONE, PhaseBars, start_counter, watch_phases
 from ghist_ray.model import (
     GhistNet,
     ModelConfig,
@@ -243,6 +245,7 @@ def train_loop(loop: dict) -> None:
     meta = loop["meta"]
     context = ray.train.get_context()
     rank = context.get_world_rank()
+    counter = loop["counter"]  # rank 0's steps and lines, for the driver's console
     if not torch.cuda.is_available():  # Ray caps a worker at its CPU claim, often 1 thread
         cores = os.cpu_count() or 1
         torch.set_num_threads(cfg.torch_threads or max(1, cores // context.get_local_world_size()))
@@ -263,7 +266,9 @@ def train_loop(loop: dict) -> None:
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
         if rank == 0:
-            print(f"train: resuming from epoch {start_epoch} (checkpoint {checkpoint.path})")
+            counter.say.remote(
+                f"train: resuming from epoch {start_epoch} (checkpoint {checkpoint.path})"
+            )
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     weights = (
@@ -281,6 +286,8 @@ def train_loop(loop: dict) -> None:
         sums: dict[str, float] = {}
         steps = samples = 0
         start = time.perf_counter()
+        if rank == 0:
+            counter.update.remote({"phase": epoch, DONE: 0})
         for batch in _batches("train", cfg.batch_size, meta, cfg.max_steps_per_epoch):
             batch = augment(batch, cfg.stain_jitter, generator).to(device)
             with autocast(device, cfg.precision):
@@ -299,7 +306,11 @@ def train_loop(loop: dict) -> None:
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             steps += 1
             samples += batch.images.shape[0]
+            if rank == 0:
+                counter.update.remote({DONE: steps})
         seconds = time.perf_counter() - start
+        if rank == 0:
+            counter.update.remote({"ended": epoch})
         scheduler.step()
 
         model.eval()
@@ -332,16 +343,23 @@ def train_loop(loop: dict) -> None:
                 _save(model, optimiser, scheduler, epoch, Path(tmp))
                 saved = ray.train.Checkpoint.from_directory(tmp)
                 tracking.log_metrics(loop["tracking_uri"], loop["run_id"], metrics, step=epoch)
-                print(_progress_line(metrics), flush=True)
+                counter.say.remote(_progress_line(metrics))
             ray.train.report(metrics, checkpoint=saved)
         longest_epoch_s = max(longest_epoch_s, time.perf_counter() - epoch_began)
         if _out_of_time(began, longest_epoch_s, cfg.time_budget_min):
             if rank == 0:
-                print(
+                counter.say.remote(
                     f"train: stopping after epoch {epoch}: another would overrun the "
                     f"{cfg.time_budget_min} min budget"
                 )
             break
+
+
+def _steps_per_epoch(config: TrainConfig, tiles: int) -> int:
+    """Rank 0's steps in an epoch: its equal share of the training tiles (Ray Train
+    splits datasets equally), in batches, up to ``max_steps_per_epoch``."""
+    steps = math.ceil(tiles // config.num_workers / config.batch_size)
+    return min(steps, config.max_steps_per_epoch or steps)
 
 
 def _check_room(config: TrainConfig) -> None:
@@ -451,6 +469,7 @@ def run_train(
             for split in FIT_SPLITS
         }
         storage = uri.join(out, "runs")
+        counter = start_counter()
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={
@@ -464,6 +483,7 @@ def run_train(
                 "reference": reference,
                 "tracking_uri": tracking_uri,
                 "run_id": run_id,
+                "counter": counter,
             },
             scaling_config=ScalingConfig(
                 num_workers=config.num_workers,
@@ -487,7 +507,16 @@ def run_train(
             f"train: {config.name} on {config.num_workers} worker(s), storage {redact(storage)}, "
             f"MLflow run {run_id} at {redact(tracking_uri)}"
         )
-        result = trainer.fit()
+        epochs = PhaseBars(
+            lambda e: f"train epoch {e + 1}/{config.epochs}",
+            _steps_per_epoch(config, meta.tiles[TRAIN]),
+            "steps",
+        )
+        try:
+            with watch_phases(counter, epochs, progress):
+                result = trainer.fit()
+        finally:
+            ray.kill(counter)
         best = result.get_best_checkpoint(SCORE, "max") or result.checkpoint
         model_dir = (
             Path(uri.join(out, MODEL_DIR)) if not uri.is_remote(out) else Path(tempfile.mkdtemp())

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
+from ghist_ray import console
 from ghist_ray.analysis.clusters import assign_slide, fit_clusters, markers, sample_cells
 from ghist_ray.analysis.patients import patients, pool_patients
 from ghist_ray.analysis.plots import plot_enrichment, plot_spot_maps, plot_umap
@@ -44,7 +45,8 @@ class AnalysisReport:
 
 
 def _every(k: int, n: int, stage: str, progress: Progress) -> None:
-    if k % 100 == 0 or k == n:
+    """A line every 100 slides, where no bar counts them."""
+    if not console.bars_shown() and (k % 100 == 0 or k == n):
         progress(f"{stage}: {k}/{n} slides")
 
 
@@ -79,7 +81,7 @@ def run_spots(
     ) as stage:
         (stage.dir / "spots").mkdir()
         rows, evals, first = [], [], None
-        for k, slide_id in enumerate(run.slides, 1):
+        for k, slide_id in enumerate(console.track(run.slides, "spots", "slides"), 1):
             spots, outside = slide_spots(run, slide_id, config)
             spots.insert(0, "slide_id", slide_id)
             name = slide_key(slide_id)
@@ -214,7 +216,7 @@ def run_cluster(
         table.to_csv(stage.dir / "markers.csv", index=False)
         (stage.dir / "clusters").mkdir()
         counts = {}
-        for k, slide_id in enumerate(run.slides, 1):
+        for k, slide_id in enumerate(console.track(run.slides, "cluster", "slides"), 1):
             labels = assign_slide(run, slide_id, model, config.batch_rows)
             labels.to_parquet(
                 stage.dir / "clusters" / f"{slide_key(slide_id)}.parquet", index=False
@@ -318,7 +320,7 @@ def run_spatial(
         cells=cells_uri,
     ) as stage:
         nhoods, moran_tables, features, n_cells = [], [], {}, {}
-        for k, slide_id in enumerate(run.slides, 1):
+        for k, slide_id in enumerate(console.track(run.slides, "spatial", "slides"), 1):
             nhood, moran, n = slide_statistics(run, slide_id, config, genes, programmes)
             nhoods.append(nhood.assign(slide_id=slide_id))
             moran_tables.append(moran.assign(slide_id=slide_id))

@@ -38,6 +38,7 @@ from lifelines.exceptions import ConvergenceError
 from lifelines.statistics import multivariate_logrank_test, proportional_hazard_test
 from lifelines.utils import concordance_index
 
+from ghist_ray import console
 from ghist_ray.errors import GhistError
 
 TIME, EVENT = "time", "event"
@@ -243,51 +244,54 @@ def cross_validate(
     weights = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap).astype(float)
     rows, boot_sum, boot_n = [], np.zeros(bootstrap), np.zeros(bootstrap)
     oof = None
-    for r in range(repeats):
-        data = shuffled(table, int(rng.integers(2**31))) if shuffle_outcomes else table
-        time = data[TIME].to_numpy(float)
-        event = data[EVENT].to_numpy(int)
-        fold_of = patient_folds(event, folds, rng)
-        fitted_on = min(int((fold_of != f).sum()) for f in range(folds))
-        if fitted_on < 2:
-            raise GhistError(
-                f"{n} patients with {n_events} events: a {folds}-fold split leaves "
-                f"{fitted_on} patient(s) to fit a Cox model on; lower survival.folds"
-            )
-        risk = np.empty(n)
-        groups = np.empty(n, dtype=np.int64)
-        for f in range(folds):
-            test = fold_of == f
-            model = fit_cox(data[~test], columns, penalizer, l1_ratio, standardise)
-            risk[test] = model.risk(data[test])
+    label = f"survival CV, {len(columns)} columns" + (", shuffled" if shuffle_outcomes else "")
+    with console.bar(label, folds * repeats, "fits") as fits:
+        for r in range(repeats):
+            data = shuffled(table, int(rng.integers(2**31))) if shuffle_outcomes else table
+            time = data[TIME].to_numpy(float)
+            event = data[EVENT].to_numpy(int)
+            fold_of = patient_folds(event, folds, rng)
+            fitted_on = min(int((fold_of != f).sum()) for f in range(folds))
+            if fitted_on < 2:
+                raise GhistError(
+                    f"{n} patients with {n_events} events: a {folds}-fold split leaves "
+                    f"{fitted_on} patient(s) to fit a Cox model on; lower survival.folds"
+                )
+            risk = np.empty(n)
+            groups = np.empty(n, dtype=np.int64)
+            for f in range(folds):
+                test = fold_of == f
+                model = fit_cox(data[~test], columns, penalizer, l1_ratio, standardise)
+                risk[test] = model.risk(data[test])
+                if r == 0:
+                    groups[test] = assign_groups(model.risk(data[~test]), risk[test], risk_groups)
+                try:
+                    cindex = concordance_index(time[test], -risk[test], event[test])
+                except ZeroDivisionError:  # no comparable pair in this fold
+                    cindex = np.nan
+                rows.append(
+                    {
+                        "repeat": r,
+                        "fold": f,
+                        "n_test": int(test.sum()),
+                        "events_test": int(event[test].sum()),
+                        "cindex": cindex,
+                    }
+                )
+                if bootstrap:
+                    num, den = concordance_matrices(time[test], risk[test], event[test])
+                    w = weights[:, test]
+                    d = np.einsum("bi,ij,bj->b", w, den, w)
+                    c = np.einsum("bi,ij,bj->b", w, num, w) / np.where(d > 0, d, np.nan)
+                    ok = np.isfinite(c)
+                    boot_sum[ok] += c[ok]
+                    boot_n[ok] += 1
+                fits.advance()
             if r == 0:
-                groups[test] = assign_groups(model.risk(data[~test]), risk[test], risk_groups)
-            try:
-                cindex = concordance_index(time[test], -risk[test], event[test])
-            except ZeroDivisionError:  # no comparable pair in this fold
-                cindex = np.nan
-            rows.append(
-                {
-                    "repeat": r,
-                    "fold": f,
-                    "n_test": int(test.sum()),
-                    "events_test": int(event[test].sum()),
-                    "cindex": cindex,
-                }
-            )
-            if bootstrap:
-                num, den = concordance_matrices(time[test], risk[test], event[test])
-                w = weights[:, test]
-                d = np.einsum("bi,ij,bj->b", w, den, w)
-                c = np.einsum("bi,ij,bj->b", w, num, w) / np.where(d > 0, d, np.nan)
-                ok = np.isfinite(c)
-                boot_sum[ok] += c[ok]
-                boot_n[ok] += 1
-        if r == 0:
-            names = np.array(group_names(risk_groups))
-            oof = pd.DataFrame(
-                {"fold": fold_of, "risk": risk, "group": names[groups]}, index=table.index
-            )
+                names = np.array(group_names(risk_groups))
+                oof = pd.DataFrame(
+                    {"fold": fold_of, "risk": risk, "group": names[groups]}, index=table.index
+                )
     frame = pd.DataFrame(rows)
     mean = float(frame["cindex"].mean())
     boot = boot_sum / np.where(boot_n > 0, boot_n, np.nan)

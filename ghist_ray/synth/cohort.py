@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from ghist_ray import __version__, uri
+from ghist_ray import __version__, console, uri
 from ghist_ray.config import SynthConfig
 from ghist_ray.synth.calibration import load_calibration
 from ghist_ray.synth.clinical import (
@@ -58,9 +58,11 @@ class SlideResult:
     seconds: float
 
 
-def slide_size_um(config: SynthConfig, index: int) -> tuple[float, float]:
+def slide_size_um(config: SynthConfig, index: int, paired: bool) -> tuple[float, float]:
     if config.large and index == 0:
         return config.large_um, config.large_um
+    if config.unpaired_um is not None and not paired:
+        return config.unpaired_um, config.unpaired_um
     return config.width_um, config.height_um
 
 
@@ -72,7 +74,7 @@ def make_slide(plan: SlidePlan, config: SynthConfig, index: int, root: Path) -> 
 
 def _make_slide(plan: SlidePlan, config: SynthConfig, index: int, root: Path) -> SlideResult:
     start = time.perf_counter()
-    width_um, height_um = slide_size_um(config, index)
+    width_um, height_um = slide_size_um(config, index, plan.has_xenium)
     fields, cells = generate_layout(width_um, height_um, plan.params, plan.seed)
     scene = SlideScene(
         fields, cells, plan.params, config.mpp, plan.seed, stain_of(config), config.artefacts
@@ -149,15 +151,18 @@ def generate_cohort(
     with uri.staged_output(out, overwrite, MARKER) as root:
         (root / "slides").mkdir()
         results: list[SlideResult] = []
-        with ProcessPoolExecutor(min(workers, len(plans)), mp_context=get_context("spawn")) as pool:
+        with (
+            ProcessPoolExecutor(min(workers, len(plans)), mp_context=get_context("spawn")) as pool,
+            console.bar("synth", len(plans), "slides", progress) as made,
+        ):
             futures = [
                 pool.submit(make_slide, plan, config, k, root) for k, plan in enumerate(plans)
             ]
             for k, future in enumerate(futures, 1):
                 r = future.result()
                 results.append(r)
-                progress(
-                    f"slide {k}/{len(plans)} {r.slide_id}: {r.n_cells:,} cells, "
+                made.advance(
+                    note=f"slide {k}/{len(plans)} {r.slide_id}: {r.n_cells:,} cells, "
                     f"{r.levels} levels, {r.seconds:.1f} s"
                 )
         _manifest(plans, out).to_parquet(root / "manifest.parquet", index=False)

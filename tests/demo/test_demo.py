@@ -1,5 +1,6 @@
-"""The demo end to end: every stage's outputs, linked in MLflow, resumable, and a
-summary page that renders with all its pictures in headless Chromium."""
+"""The demo end to end: a console of bars and our own lines, every stage's outputs,
+linked in MLflow, resumable, and a summary page that renders with all its pictures
+in headless Chromium."""
 
 from __future__ import annotations
 
@@ -15,6 +16,30 @@ from ghist_ray.cells import RunLayout
 from ghist_ray.config import PipelineConfig
 from ghist_ray.mlflow_model import use_store
 
+# What Ray, MLflow and Python print for their own developers; none of it may reach
+# the console without --verbose.
+NOISE = (
+    "WARNING",
+    "core_worker",
+    "(raylet)",
+    "ray_remote_args",
+    "[E ",
+    "Traceback",
+    "Warning:",
+    " INFO ",
+    "Downloading artifacts",
+)
+OWN_WARNING = "infer: WARNING slide "  # ours: a suspect slide (all are, after 3 steps)
+BARS = (
+    "synth",
+    "prepare slides",
+    "prepare tiles",
+    "train epoch 1/1",
+    "evaluate test",
+    "infer",
+    "infer tiles",
+    "survival CV",
+)
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `make test` installs it
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -65,7 +90,26 @@ def test_every_stage_ran_and_is_linked_in_mlflow(demo_run: tuple[PipelineConfig,
     assert any("mlflow ui --backend-store-uri" in line for line in lines)
 
 
-def test_rerun_reuses_every_stage(demo_run: tuple[PipelineConfig, list]) -> None:
+def test_console_shows_bars_and_our_lines_only(demo_run: tuple[PipelineConfig, list]) -> None:
+    """`make demo` in a terminal: a rich bar for every long stage, the results, and
+    not one line of Ray's or MLflow's own."""
+    config, lines = demo_run
+    bars = {line.split(" ━")[0] for line in lines if " ━" in line}
+    for stage in BARS:
+        assert any(bar.startswith(stage) for bar in bars), (stage, sorted(bars))
+    assert any("100%" in line for line in lines)
+    noise = [
+        line
+        for line in lines
+        if any(mark in line for mark in NOISE) and not line.startswith(OWN_WARNING)
+    ]
+    assert not noise, noise[:10]
+    shown = {line.split(": ")[0] for line in lines}
+    assert {"model", "cells", "survival", "summary", "MLflow"} <= shown
+    assert f"summary: {Path(config.out).absolute() / 'summary.html'}" in lines
+
+
+def test_rerun_reuses_every_stage(demo_run: tuple[PipelineConfig, list], ray_session: None) -> None:
     from ghist_ray.demo import run_demo
 
     config, _ = demo_run

@@ -82,7 +82,7 @@ def test_non_empty_output_needs_overwrite(tmp_path: Path) -> None:
 
 
 def test_a_crash_leaves_no_half_written_cohort(tmp_path: Path, monkeypatch) -> None:
-    import ghist_ray.synth.cohort as cohort
+    from ghist_ray.synth import cohort
 
     def broken(*_args, **_kwargs):
         raise OSError("disk full")
