@@ -82,7 +82,7 @@ def test_infer_slides_builds_and_keeps_the_manifest(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = _infer(tmp_path, "--slides", str(slides))
     assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "failed: unopenable (open): " in result.stdout
+    assert "failed: unopenable (open): " in result.stderr  # status: stderr
     assert "1 of 2 slides failed" in result.stderr
 
     layout = RunLayout(str(out))
@@ -96,4 +96,4 @@ def test_infer_slides_builds_and_keeps_the_manifest(tmp_path: Path) -> None:
         "unopenable": str(slides / UNOPENABLE.name),
     }
     assert manifest.loc["TCGA-AJ-A3NC-01Z-00-DX1", "patient_id"] == "TCGA-AJ-A3NC"
-    assert f"manifest: 2 slides from {slides} -> {kept}" in result.stdout
+    assert f"manifest: 2 slides from {slides} -> {kept}" in result.stderr

@@ -63,9 +63,9 @@ def test_cohort_in_a_bucket_is_processed_into_the_bucket(
         text=True,
         timeout=500,
     )
-    # One slide failed: exit status 1, the reason on stdout, what to do on stderr.
+    # One slide failed: exit status 1, the reason and what to do on stderr (status lines).
     assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "failed: corrupt (open):" in result.stdout
+    assert "failed: corrupt (open):" in result.stderr
     assert "1 of 3 slides failed" in result.stderr
     assert "testing" not in result.stdout + result.stderr  # credentials never printed
     summary = RunLayout(out).read_json(RunLayout(out).path("state", "run.json"))
