@@ -195,6 +195,11 @@ def _results(
     held_out = json.loads((Path(evaluation) / "metrics.json").read_text())
     survival = stage_uri(config, "survival")
     fit = json.loads((Path(survival) / "metrics.json").read_text())
+    control = (
+        f" (shuffled outcomes {fit['cindex_cv_shuffled_mean']:.3f})"
+        if "cindex_cv_shuffled_mean" in fit
+        else ""
+    )
     return [
         f"model: {champion} (champion), on the test split: type macro-F1 "
         f"{held_out['type_macro_f1']:.3f}, median gene PCC {held_out['pcc_median_all']:.3f}, "
@@ -202,7 +207,8 @@ def _results(
         f"cells: {inferred.slides} slides ({inferred.done} done now, {inferred.skipped} "
         f"before; {inferred.suspect} suspect, {inferred.failed} failed) -> {inferred.out}",
         f"survival: CV C-index {fit['cindex_cv_mean']:.3f} [{fit['cindex_cv_ci_low']:.3f}, "
-        f"{fit['cindex_cv_ci_high']:.3f}], log-rank p = {fit['logrank_p']:.2g} -> {survival}",
+        f"{fit['cindex_cv_ci_high']:.3f}]{control}, log-rank p = {fit['logrank_p']:.2g} "
+        f"-> {survival}",
         f"summary: {page}",
         f"MLflow: mlflow ui --backend-store-uri {redact(store)}",
     ]
@@ -252,10 +258,11 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> DemoResult:
         )
     champion = registered_version(model_uri, tracking_uri)
     short = short_uri.rsplit("/", 1)[1] == str(champion.version)
+    evaluation = stage_uri(config, "evaluate-short" if short else "evaluate")  # its scores
     page = write_summary(
         SummaryInputs(
             root=Path(config.out).absolute(),
-            evaluation=Path(stage_uri(config, "evaluate")),
+            evaluation=Path(evaluation),
             infer=Path(infer_out),
             survival=Path(survival_out),
             tracking_uri=tracking_uri,
@@ -263,7 +270,6 @@ def run_demo(config: PipelineConfig, progress: Progress = print) -> DemoResult:
             compare=Path(stage_uri(config, "compare")),
         )
     )
-    evaluation = stage_uri(config, "evaluate-short" if short else "evaluate")
     champion_uri = f"models:/{champion.name}/{champion.version}"
     lines = _results(config, page, champion_uri, evaluation, inferred, tracking_uri)
     return DemoResult(page, lines)

@@ -1,7 +1,10 @@
 """The demo's one-page summary: what every stage made, as pictures and a few numbers.
 
 One self-contained HTML file at the output root; the pictures are the stages' own
-PNGs, linked by relative paths, so the folder can be copied or served as it is::
+PNGs, linked by relative paths, so the folder can be copied or served as it is.
+It opens with a one-screen overview (:class:`Overview`): what ran, the key figures
+(each cell tagged with the stage output and field it was read from, so a test can
+hold the page to the stages), and where everything is::
 
     python -m http.server -d demo_out   # then open http://localhost:8000/summary.html
 """
@@ -16,10 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ghist_ray import tracking, uri
 from ghist_ray.cells import RunLayout
+from ghist_ray.cohort.run import MARKER as SURVIVAL_MARKER
 from ghist_ray.evaluate import SPLIT_FILE
 from ghist_ray.inference.plausibility import SUSPECT
 from ghist_ray.slides.redact import redact
+from ghist_ray.stage_run import MODEL_NAME_TAG, MODEL_VERSION_TAG
+from ghist_ray.synth import MARKER as COHORT_MARKER
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -28,7 +35,11 @@ table { border-collapse: collapse; } td, th { padding: .2em .8em; border-bottom:
 th { text-align: left; } .grid { display: flex; flex-wrap: wrap; gap: 1em; }
 .grid figure { margin: 0; width: 20em; } figure img { width: 100%; border: 1px solid #ddd; }
 img.wide { max-width: 100%; border: 1px solid #ddd; } code { background: #f4f4f4; }
+.overview { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+.overview caption { text-align: left; font-weight: bold; font-size: 1.1em; padding: .3em 0; }
+.overview td { font-variant-numeric: tabular-nums; }
 """
+METRICS = "metrics.json"  # every stage's numbers, as logged to MLflow
 
 
 @dataclass(frozen=True)
@@ -48,9 +59,12 @@ def _rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
+def _rows(rows: list[tuple[str, str]]) -> str:
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
-    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return f"<table>{cells}</table>"
+    return f"<table>{_rows(rows)}</table>"
 
 
 def _figure(path: Path, root: Path, caption: str, css: str = "") -> str:
@@ -89,16 +103,35 @@ def _evaluation(inputs: SummaryInputs) -> str:
     return f"<h2>{title}</h2>{_table(rows)}{pictures}"
 
 
+def _committed(slides: pd.DataFrame) -> pd.DataFrame:
+    """The slides whose cells were written: done or suspect."""
+    return slides[slides["status"].isin(["done", SUSPECT])]
+
+
+def _slide_counts(slides: pd.DataFrame) -> dict[str, int]:
+    """Slides of an inference root by outcome (suspect ones apart from done), and the
+    cells and tiles of the committed ones."""
+    status, committed = slides["status"], _committed(slides)
+    return {
+        "slides": len(slides),
+        "done": int((status == "done").sum()),
+        "suspect": int((status == SUSPECT).sum()),
+        "failed": int((status == "failed").sum()),
+        "cells": int(committed["cells"].sum()),
+        "tiles": int(committed["tiles"].sum()),
+    }
+
+
 def _inference(inputs: SummaryInputs) -> str:
     layout = RunLayout(str(inputs.infer))
     slides = layout.slides()
-    done = slides[slides["status"].isin(["done", SUSPECT])]  # committed: cells written
+    counts, done = _slide_counts(slides), _committed(slides)
     suspect = slides[slides["status"] == SUSPECT]
     rows = [
-        ("slides done", f"{len(done) - len(suspect)} of {len(slides)}"),
-        ("slides suspect (cells written, see below)", f"{len(suspect)}"),
-        ("cells predicted", f"{int(done['cells'].sum()):,}"),
-        ("tiles", f"{int(done['tiles'].sum()):,}"),
+        ("slides done", f"{counts['done']} of {counts['slides']}"),
+        ("slides suspect (cells written, see below)", f"{counts['suspect']}"),
+        ("cells predicted", f"{counts['cells']:,}"),
+        ("tiles", f"{counts['tiles']:,}"),
     ]
     failed = slides[slides["status"] == "failed"]
     failures = "".join(
@@ -190,17 +223,212 @@ def _survival(inputs: SummaryInputs) -> str:
     return f"<h2>Survival on predicted cells</h2>{_table(rows)}{pictures}{hr}"
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A key number of the overview as shown (``text``); ``source`` (a JSON file,
+    relative to the root) and ``key`` say which stage output held ``value``."""
+
+    label: str
+    text: str
+    source: str = ""
+    key: str = ""
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The page's first screen, read from the stages' outputs by :func:`read_overview`;
+    plain values, so its rendering can be built and checked without a run."""
+
+    ran: list[tuple[str, str]]  # stage, what it did
+    figures: list[Figure]
+    places: list[tuple[str, str]]  # what, where (relative to the root when local)
+    store: str  # the MLflow store, credentials redacted
+
+
+def ui_command(store: str) -> str:
+    """How to browse a store: a tracking server is its own UI; ``mlflow ui`` serves
+    a database or a folder."""
+    if store.startswith(("http://", "https://")):
+        return store
+    return f"mlflow ui --backend-store-uri {store}"
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _where(location: str, root: Path) -> str:
+    """A local path relative to the root, as the page links it; a remote URI as it is."""
+    return redact(location) if uri.is_remote(location) else _rel(Path(location), root)
+
+
+def _metric(
+    label: str, metrics: dict, key: str, source: str, ci: str = "", fmt: str = ".3f"
+) -> Figure:
+    """One number of a stage's metrics.json, with its 95% CI when ``ci`` (the prefix
+    of the ``_ci_low``/``_ci_high`` keys) is given."""
+    value = metrics.get(key)
+    if value is None:
+        return Figure(label, "n/a", source, key)
+    text = f"{value:{fmt}}"
+    if ci:
+        text += f" ({metrics[f'{ci}_ci_low']:{fmt}}–{metrics[f'{ci}_ci_high']:{fmt}})"
+    return Figure(label, text, source, key, float(value))
+
+
+def _training(params: dict[str, str]) -> str:
+    """How long the model trained, from its MLflow run's parameters."""
+    epochs, cap = params["epochs"], params.get("max_steps_per_epoch", "None")
+    return (
+        f"{params['preset']} preset, {epochs} epoch{'' if epochs == '1' else 's'} "
+        f"in batches of {params['batch_size']}" + (f", ≤ {cap} steps each" if cap != "None" else "")
+    )
+
+
+def read_overview(inputs: SummaryInputs) -> Overview:
+    """What ran, the key figures and where everything is, from the stages' own files:
+    the cohort beside the manifest inference read, the model in the survival links,
+    the training tiles and settings in the champion's MLflow run."""
+    root = inputs.root
+    held_out_file, survival_file = inputs.evaluation / METRICS, inputs.survival / METRICS
+    held_out, fit = _json(held_out_file), _json(survival_file)
+    split = _json(inputs.evaluation / SPLIT_FILE)["split"]
+    analysis = _json(inputs.survival / SURVIVAL_MARKER)
+    inferred = _json(inputs.infer / "state" / "run.json")
+    cohort = str(inferred["manifest"]).rsplit("/", 1)[0]
+    params = tracking.client(inputs.tracking_uri).get_run(inputs.train_run_id).data.params
+    links = analysis["links"]
+    slides = _slide_counts(RunLayout(str(inputs.infer)).slides())
+    ran = []
+    if (Path(cohort) / COHORT_MARKER).exists():
+        made = _json(Path(cohort) / COHORT_MARKER)
+        ran.append(
+            (
+                "synthetic cohort",
+                f"{made['slides']} slides ({made['xenium_slides']} with Xenium outs), "
+                f"{made['patients']} patients, {made['cells']:,} cells",
+            )
+        )
+    ran += [
+        (
+            "training tiles",
+            f"{params['train_tiles']} train, {params['val_tiles']} val, "
+            f"{params['test_tiles']} test",
+        ),
+        (
+            "model (@champion)",
+            f"{links[MODEL_NAME_TAG]} version {links[MODEL_VERSION_TAG]}: "
+            f"{_training(params)} (MLflow run {inputs.train_run_id})",
+        ),
+        (
+            "inference (Ray Data)",
+            f"{slides['slides']} slides, {slides['cells']:,} cells, {inferred['model']}",
+        ),
+        (
+            "survival",
+            f"{int(fit['n_patients'])} patients ({int(fit['n_events'])} events), Cox on "
+            + ", ".join(analysis["features"] + analysis["covariates"]),
+        ),
+    ]
+    at = {"held_out": _rel(held_out_file, root), "survival": _rel(survival_file, root)}
+    figures = [
+        _metric(f"median gene PCC ({split} split)", held_out, "pcc_median_all", at["held_out"]),
+        _metric(
+            f"median gene PCC, top-20 spatially variable genes ({split} split)",
+            held_out,
+            "pcc_median_svg20",
+            at["held_out"],
+        ),
+        _metric(f"cell-type macro-F1 ({split} split)", held_out, "type_macro_f1", at["held_out"]),
+        _metric(f"nuclei F1 ({split} split)", held_out, "nuclei_f1", at["held_out"]),
+        _metric(
+            "survival: cross-validated C-index (95% CI)",
+            fit,
+            "cindex_cv_mean",
+            at["survival"],
+            ci="cindex_cv",
+        ),
+        _metric(
+            "survival: shuffled-outcome control (95% CI)",
+            fit,
+            "cindex_cv_shuffled_mean",
+            at["survival"],
+            ci="cindex_cv_shuffled",
+        ),
+        _metric(
+            "survival: log-rank p, held-out risk groups",
+            fit,
+            "logrank_p",
+            at["survival"],
+            fmt=".2g",
+        ),
+        Figure(
+            "inference: slides done / suspect / failed",
+            f"{slides['done']} / {slides['suspect']} / {slides['failed']} of {slides['slides']}",
+        ),
+    ]
+    places = [
+        ("cohort: slides, Xenium outs, clinical, truth", _where(cohort, root)),
+        ("training tiles", _where(params["shards"], root)),
+        ("held-out evaluation", _rel(inputs.evaluation, root)),
+        *([("model comparison", _rel(inputs.compare, root))] if inputs.compare else []),
+        ("cells (Parquet), QC, AnnData, GeoJSON", _rel(inputs.infer, root)),
+        ("survival", _rel(inputs.survival, root)),
+    ]
+    return Overview(ran, figures, places, redact(inputs.tracking_uri))
+
+
+def _value_cell(figure: Figure) -> str:
+    text = html.escape(figure.text)
+    if not figure.source:
+        return f"<td>{text}</td>"
+    value = "" if figure.value is None else repr(figure.value)
+    return (
+        f'<td data-source="{html.escape(figure.source)}" data-key="{html.escape(figure.key)}" '
+        f'data-value="{value}">{text}</td>'
+    )
+
+
+def overview_html(overview: Overview) -> str:
+    """Three tables, side by side where they fit: what ran, the key figures, where
+    everything is."""
+    figures = "".join(
+        f"<tr><th>{html.escape(f.label)}</th>{_value_cell(f)}</tr>" for f in overview.figures
+    )
+    places = "".join(
+        f'<tr><th>{html.escape(what)}</th><td><a href="{html.escape(where)}">'
+        f"<code>{html.escape(where)}</code></a></td></tr>"
+        for what, where in overview.places
+    )
+    places += (
+        f"<tr><th>MLflow store (every stage a run)</th><td><code>{html.escape(overview.store)}"
+        f"</code></td></tr><tr><th>browse it</th><td><code>"
+        f"{html.escape(ui_command(overview.store))}</code></td></tr>"
+    )
+    return (
+        '<section class="overview">'
+        f"<table><caption>What ran</caption>{_rows(overview.ran)}</table>"
+        f'<table id="key-figures"><caption>Key figures</caption>{figures}</table>'
+        f"<table><caption>Where everything is</caption>{places}</table></section>"
+    )
+
+
 def write_summary(inputs: SummaryInputs, title: str = "ghist_ray demo") -> Path:
     """Write ``<root>/summary.html`` and return its path."""
     store = redact(inputs.tracking_uri)
-    db = store.removeprefix("sqlite:///")
     mlflow = (
         f"<h2>MLflow</h2><p>Every stage is a run in <code>{html.escape(store)}</code>"
         f" (training run <code>{html.escape(inputs.train_run_id)}</code>). Open it with "
-        f"<code>mlflow ui --backend-store-uri sqlite:///{html.escape(db)}</code>.</p>"
+        f"<code>{html.escape(ui_command(store))}</code>.</p>"
     )
     body = (
-        _evaluation(inputs) + _comparison(inputs) + _inference(inputs) + _survival(inputs) + mlflow
+        overview_html(read_overview(inputs))
+        + _evaluation(inputs)
+        + _comparison(inputs)
+        + _inference(inputs)
+        + _survival(inputs)
+        + mlflow
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -17,6 +17,7 @@ from ghist_ray.config import Precision
 from ghist_ray.inference.plan import SlideSource, Tiling, tile_rows
 from ghist_ray.inference.postprocess import (
     STAGING_SHAPE,
+    drop_large,
     merge_overlaps,
     on_tissue,
     owned_cells,
@@ -36,8 +37,8 @@ def naive_slide_cells(
 ) -> pa.Table:
     """Open the slide, read its tissue tiles in order (leaving out the tile indices
     in ``skip``: what a run that lost those tiles must give), run the model on each
-    batch, keep the owned cells on tissue, merge overlaps; the cells table sorted
-    by ``cell_id``."""
+    batch, keep the owned cells on tissue, drop those above ``max_nucleus_um2``,
+    merge overlaps (the commit's order); the cells table sorted by ``cell_id``."""
     meta = CellsMeta(model.config.type_names, model.config.gene_names)
     tables = [staging_schema(meta).empty_table()]
     with tiling.open(source) as slide:
@@ -59,6 +60,7 @@ def naive_slide_cells(
                 model, images, min_area_px=tiling.min_nucleus_px, precision=precision
             )
             tables.append(owned_cells(per_cell(tiles, preds), meta))
-    staged = pa.concat_tables(tables)
+    staged = on_tissue(pa.concat_tables(tables), tissue, slide.mpp)[0]
+    staged = drop_large(staged, tiling.max_nucleus_um2)[0]
     cells = staged.drop_columns(["cut", STAGING_SHAPE.name]).sort_by("cell_id")
-    return merge_overlaps(on_tissue(cells, tissue, slide.mpp)[0])[0]
+    return merge_overlaps(cells)[0]

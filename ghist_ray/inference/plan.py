@@ -76,6 +76,7 @@ class Tiling:
     stain_target: tuple[float, ...] | None  # StainTarget.as_tuple(), None when off
     stain_sample_tiles: int
     min_nucleus_px: int
+    max_nucleus_um2: float  # larger "nuclei" are dropped (the commit's rule)
     cache_dir: str | None
     cache_bytes: int
     max_tiles: int
@@ -101,6 +102,7 @@ class Tiling:
             ),
             stain_sample_tiles=config.stain_sample_tiles,
             min_nucleus_px=min_nucleus_px(config.min_nucleus_um2, model.mpp),
+            max_nucleus_um2=config.max_nucleus_um2,
             cache_dir=config.cache_dir,
             cache_bytes=int(config.cache_gb * 2**30),
             max_tiles=config.max_tiles_per_slide,

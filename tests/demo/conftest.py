@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
 
 from ghist_ray.config import PipelineConfig, load_config
+from ghist_ray.tracking import NAME_TAG
 
 REPO = Path(__file__).resolve().parents[2]
 GHIST_RAY = REPO / ".venv" / "bin" / "ghist-ray"
@@ -48,6 +51,15 @@ TINY = [
     "survival.bootstrap=100",
     "infer.qc_px=256",
 ]
+
+
+def champion_evaluation(config: PipelineConfig) -> tuple[ModelVersion, str]:
+    """The demo's ``@champion`` version and the folder (relative to ``out``) of its
+    own held-out evaluation: either fit of the tiny demo may win."""
+    client = MlflowClient(f"sqlite:///{Path(config.out) / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias(str(config.train.register_as), "champion")
+    short = client.get_run(champion.run_id).data.tags[NAME_TAG].endswith("-short")
+    return champion, "evaluate-short" if short else "evaluate"
 
 
 def demo_command(out: Path) -> list[str]:

@@ -15,6 +15,7 @@ from playwright.sync_api import sync_playwright
 from ghist_ray.cells import RunLayout
 from ghist_ray.config import PipelineConfig
 from ghist_ray.mlflow_model import use_store
+from tests.demo.conftest import champion_evaluation
 
 # What Ray, MLflow and Python print for their own developers; none of it may reach
 # the console without --verbose.
@@ -139,7 +140,8 @@ def test_summary_page_renders_with_all_pictures(
         browser.close()
     sources = {src: ok for src, ok in images}
     assert all(sources.values()), [s for s, ok in sources.items() if not ok]
-    for needed in ("evaluate/gene_maps.png", "survival/km.png", "survival/forest.png"):
+    evaluation = champion_evaluation(demo_run[0])[1]  # the champion's own scores
+    for needed in (f"{evaluation}/gene_maps.png", "survival/km.png", "survival/forest.png"):
         assert needed in sources
     assert sum(s.endswith("/qc.png") for s in sources) == demo_run[0].synth.n_slides
     assert "compare/compare.png" in sources
