@@ -350,6 +350,7 @@ def evaluate(
         stain_normalise=cfg.infer.stain_normalise,
         stain_target=cfg.infer.stain_target,
         precision=cfg.infer.precision,
+        min_nucleus_contrast=cfg.infer.min_nucleus_contrast,
     )
     for key, value in report.metrics.items():
         _result(f"{key:>22}: {value:.4g}")

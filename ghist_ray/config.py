@@ -229,6 +229,12 @@ class InferConfig(StageConfig):
     )
     stain_sample_tiles: int = Field(16, ge=1, description="tiles a slide's stains come from")
     min_nucleus_um2: float = Field(4.0, ge=0.0, description="smaller nuclei are noise, dropped")
+    min_nucleus_contrast: float = Field(
+        0.0,
+        ge=0.0,
+        description="haematoxylin OD a nucleus must exceed its 1 µm surroundings by, "
+        "else dropped (0 = off; 0.04 on real H&E, README)",
+    )
     max_nucleus_um2: float = Field(
         400.0, gt=0.0, description="larger 'nuclei' are never cells: dropped and counted"
     )

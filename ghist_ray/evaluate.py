@@ -39,6 +39,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, instances_from_maps, load_model, min_nucleus_px
 from ghist_ray.model.checkpoint import _first_difference as first_difference
 from ghist_ray.model.config import ModelConfig
+from ghist_ray.model.instances import haematoxylin_od, ring_px
 from ghist_ray.model.precision import autocast
 from ghist_ray.shards import ShardMeta, decode_image, iter_rows, rows_to_batch, split_dataset
 from ghist_ray.slides.redact import redact
@@ -227,6 +228,7 @@ def _evaluate_rows(
     min_area_px: int,
     recolour: _Recolour | None = None,
     precision: Precision = "auto",
+    min_contrast: float = 0.0,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One batch of tiles: per-cell predictions on the measured nuclei and (tiles, 3)
     detection counts (tp, fp, fn) per tile."""
@@ -259,6 +261,9 @@ def _evaluate_rows(
         config.nuclei_fg_threshold,
         config.nuclei_core_threshold,
         min_area_px=min_area_px,
+        haematoxylin=haematoxylin_od(batch.images) if min_contrast > 0 else None,
+        min_contrast=min_contrast,
+        ring_px=ring_px(config.mpp),
     )
     true = batch.instances.numpy()
     counts = np.array([metrics.detection_f1(f, t) for f, t in zip(found, true, strict=True)])
@@ -450,6 +455,7 @@ def evaluate_model(
     stain_target: str | None = None,
     stain_sample_tiles: int = 16,
     precision: Precision = "auto",
+    min_nucleus_contrast: float = 0.0,
 ) -> EvalReport:
     """Score `model` on every tile of one split of the shards at `shards_root`.
 
@@ -457,9 +463,11 @@ def evaluate_model(
     first tile read. With `out_dir`, the report and its pictures are written there.
     `bin_um` is the side of the square bins of the gene maps (SSIM); predicted nuclei
     under `min_nucleus_um2` are dropped before detection is scored, as inference drops
-    them (`InferConfig.min_nucleus_um2`). `stain_normalise` (none | slide | tile),
-    `stain_target` and `stain_sample_tiles` recolour the tiles as the `infer.stain_*`
-    settings do at inference, to measure what normalisation buys on shifted stains.
+    them (`InferConfig.min_nucleus_um2`), and so are those fainter than
+    `min_nucleus_contrast` (`InferConfig.min_nucleus_contrast`). `stain_normalise`
+    (none | slide | tile), `stain_target` and `stain_sample_tiles` recolour the tiles
+    as the `infer.stain_*` settings do at inference, to measure what normalisation
+    buys on shifted stains.
     `precision` is the network's number format (`ghist_ray.model.precision`).
 
     Example:
@@ -486,7 +494,14 @@ def evaluate_model(
         with console.bar(f"evaluate {split}", dataset.count_rows(), "tiles") as scored:
             for rows in iter_rows(dataset, COLUMNS, batch_size):
                 cells, counts = _evaluate_rows(
-                    model, rows, meta, slide_mpp, min_area_px, recolour, precision
+                    model,
+                    rows,
+                    meta,
+                    slide_mpp,
+                    min_area_px,
+                    recolour,
+                    precision,
+                    min_nucleus_contrast,
                 )
                 parts.append(cells)
                 box = {k: rows[k] for k in ("slide_id", "x0", "y0", "size_l0")}
@@ -513,6 +528,7 @@ def load_and_evaluate(
     stain_normalise: str = "none",
     stain_target: str | None = None,
     precision: Precision = "auto",
+    min_nucleus_contrast: float = 0.0,
 ) -> EvalReport:
     """Load the saved model in `model_dir`, check it matches the shards, evaluate, write.
 
@@ -534,6 +550,7 @@ def load_and_evaluate(
         stain_normalise=stain_normalise,
         stain_target=stain_target,
         precision=precision,
+        min_nucleus_contrast=min_nucleus_contrast,
     )
 
 
@@ -547,6 +564,7 @@ def run_evaluate(
     stain_normalise: str = "none",
     stain_target: str | None = None,
     precision: Precision = "auto",
+    min_nucleus_contrast: float = 0.0,
 ) -> EvalReport:
     """``load_and_evaluate`` of any model URI as one MLflow run linked to the model's
     version and training run; the tables and pictures go to ``out`` and the run, whose
@@ -557,6 +575,7 @@ def run_evaluate(
         "split": split,
         "stain_normalise": stain_normalise,
         "precision": precision,
+        "min_nucleus_contrast": min_nucleus_contrast,
     }
     if stain_target:
         params["stain_target"] = redact(stain_target)
@@ -572,7 +591,14 @@ def run_evaluate(
     ) as run:
         model_dir = tracking.fetch_model(model_uri, store)
         report = load_and_evaluate(
-            str(model_dir), shards_root, split, run.dir, stain_normalise, stain_target, precision
+            str(model_dir),
+            shards_root,
+            split,
+            run.dir,
+            stain_normalise,
+            stain_target,
+            precision,
+            min_nucleus_contrast,
         )
         run.metrics.update(report.metrics)
     return report

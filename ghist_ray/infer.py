@@ -179,6 +179,7 @@ class _Pipeline:
                 "model_files": self.model,
                 "layout": self.layout,
                 "min_nucleus_px": self.tiling.min_nucleus_px,
+                "min_contrast": self.tiling.min_nucleus_contrast,
                 "torch_threads": cfg.torch_threads,
                 "counter": self.counter,
                 "precision": cfg.precision,

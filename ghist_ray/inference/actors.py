@@ -93,6 +93,7 @@ class CellPredictor:
         counter: ray.actor.ActorHandle | None = None,
         precision: Precision = "auto",
         compile_encoder: bool = False,
+        min_contrast: float = 0.0,
     ) -> None:
         if isinstance(model_files, ray.ObjectRef):
             model_files = ray.get(model_files)
@@ -114,7 +115,7 @@ class CellPredictor:
         if compile_encoder:  # compiled on the first batch; shapes are fixed per batch size
             self.model.encode = torch.compile(self.model.encode)
         self.layout, self.min_px, self.counter = layout, min_nucleus_px, counter
-        self.precision = precision
+        self.precision, self.min_contrast = precision, min_contrast
         if counter is not None and here is not None:  # where it ran, for the run record
             counter.placed.remote("model", here.get_node_id(), gpus)
 
@@ -124,7 +125,11 @@ class CellPredictor:
         try:
             if n:
                 preds = predict_patch(
-                    self.model, batch["image"], min_area_px=self.min_px, precision=self.precision
+                    self.model,
+                    batch["image"],
+                    min_area_px=self.min_px,
+                    min_contrast=self.min_contrast,
+                    precision=self.precision,
                 )
         except Exception as exc:
             _record(self.layout, batch, np.arange(n), "model", failure_text(exc))

@@ -57,7 +57,11 @@ def naive_slide_cells(
                 ]
             )
             preds = predict_patch(
-                model, images, min_area_px=tiling.min_nucleus_px, precision=precision
+                model,
+                images,
+                min_area_px=tiling.min_nucleus_px,
+                min_contrast=tiling.min_nucleus_contrast,
+                precision=precision,
             )
             tables.append(owned_cells(per_cell(tiles, preds), meta))
     staged = on_tissue(pa.concat_tables(tables), tissue, slide.mpp)[0]

@@ -77,6 +77,7 @@ class Tiling:
     stain_sample_tiles: int
     min_nucleus_px: int
     max_nucleus_um2: float  # larger "nuclei" are dropped (the commit's rule)
+    min_nucleus_contrast: float  # fainter ones too (haematoxylin OD over their ring)
     cache_dir: str | None
     cache_bytes: int
     max_tiles: int
@@ -103,6 +104,7 @@ class Tiling:
             stain_sample_tiles=config.stain_sample_tiles,
             min_nucleus_px=min_nucleus_px(config.min_nucleus_um2, model.mpp),
             max_nucleus_um2=config.max_nucleus_um2,
+            min_nucleus_contrast=config.min_nucleus_contrast,
             cache_dir=config.cache_dir,
             cache_bytes=int(config.cache_gb * 2**30),
             max_tiles=config.max_tiles_per_slide,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from scipy import ndimage
+from skimage.color import rgb2hed
 from skimage.segmentation import watershed
 from torch import Tensor
 
@@ -22,6 +23,7 @@ from ghist_ray.metrics import detection_f1
 # 4-connectivity within a patch, none across patches (axis 0).
 _IN_PLANE = np.zeros((3, 3, 3), bool)
 _IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+RING_UM = 1.0  # background around a nucleus its haematoxylin contrast is measured against
 
 
 def instances_from_maps(
@@ -30,11 +32,18 @@ def instances_from_maps(
     fg_threshold: float = 0.5,
     core_threshold: float = 0.5,
     min_area_px: int = 16,
+    haematoxylin: np.ndarray | None = None,
+    min_contrast: float = 0.0,
+    ring_px: int = 2,
 ) -> np.ndarray:
     """(B, H, W) foreground probability + normalised distance -> (B, H, W) int32 ids 1..K.
 
     Foreground blobs without any core (very small nuclei) become one nucleus each; nuclei
-    smaller than `min_area_px` are dropped. Ids restart at 1 in every patch.
+    smaller than `min_area_px` are dropped, and, given the patches' (B, H, W)
+    `haematoxylin` optical density, so are those less than `min_contrast` darker
+    than a ring `ring_px` wide around them (a nucleus holds haematoxylin; what the
+    network finds in granular cytoplasm or mucin does not). Ids restart at 1 in
+    every patch.
 
     Example:
         >>> fg = np.zeros((1, 8, 8)); fg[0, 2:6, 2:6] = 1
@@ -47,7 +56,48 @@ def instances_from_maps(
     labels = watershed(-distance, markers, mask=mask, connectivity=_IN_PLANE)
     orphans, _ = ndimage.label(mask & (labels == 0), _IN_PLANE)
     labels = np.where(orphans > 0, orphans + n_markers, labels)
+    if haematoxylin is not None and min_contrast > 0:
+        faint = haematoxylin_contrast(labels, haematoxylin, ring_px) < min_contrast
+        labels = np.where(faint[labels], 0, labels)
     return _renumber_per_patch(labels, min_area_px)
+
+
+def haematoxylin_contrast(labels: np.ndarray, od: np.ndarray, ring_px: int) -> np.ndarray:
+    """Per id of (B, H, W) `labels` (ids unique across the batch): mean `od` inside
+    minus mean `od` of the background ring `ring_px` wide around it (a ring pixel
+    between two nuclei counts for both), or of its patch's whole background when
+    other nuclei leave it no ring; NaN for id 0 and where the patch has no
+    background (never dropped: NaN < x is false)."""
+    n, flat, values = int(labels.max()) + 1, labels.ravel(), od.ravel().astype(np.float64)
+    size = (1, 2 * ring_px + 1, 2 * ring_px + 1)
+    background = labels == 0
+    highest = ndimage.grey_dilation(labels, size=size)
+    lowest = -ndimage.grey_dilation(np.where(background, -n, -labels), size=size)
+    ring_sum, ring_count = np.zeros(n), np.zeros(n)
+    for near in (highest, np.where(lowest == highest, 0, lowest)):
+        ring = np.where(background & (near > 0) & (near < n), near, 0).ravel()
+        ring_sum += np.bincount(ring, values, n)
+        ring_count += np.bincount(ring, minlength=n)
+    patch_of = np.zeros(n, np.int64)
+    patch_of[flat] = np.repeat(np.arange(labels.shape[0]), labels.shape[1] * labels.shape[2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inside = np.bincount(flat, values, n) / np.bincount(flat, minlength=n)
+        patch_bg = (od * background).sum(axis=(1, 2)) / background.sum(axis=(1, 2))
+        around = np.where(ring_count > 0, ring_sum / ring_count, patch_bg[patch_of])
+    contrast = inside - around
+    contrast[0] = np.nan
+    return contrast
+
+
+def haematoxylin_od(images: Tensor) -> np.ndarray:
+    """(B, H, W) haematoxylin optical density of (B, 3, H, W) 0..255 patches."""
+    rgb = images.permute(0, 2, 3, 1).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return rgb2hed(rgb)[..., 0]
+
+
+def ring_px(mpp: float) -> int:
+    """The contrast ring's width in model pixels: 1 µm, at least 1 px."""
+    return max(1, round(RING_UM / mpp))
 
 
 def min_nucleus_px(min_nucleus_um2: float, mpp: float) -> int:

@@ -8,7 +8,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ghist_ray.model.instances import cells_from_instances, instances_from_maps
+from ghist_ray.model.instances import (
+    cells_from_instances,
+    haematoxylin_od,
+    instances_from_maps,
+    ring_px,
+)
 from ghist_ray.model.network import GhistNet
 from ghist_ray.model.precision import Precision, autocast
 
@@ -55,12 +60,15 @@ def predict_patch(
     nuclei_masks: np.ndarray | Tensor | None = None,
     *,
     min_area_px: int = 16,
+    min_contrast: float = 0.0,
     precision: Precision = "auto",
 ) -> CellPredictions:
     """Predict every nucleus of a batch of patches; puts `model` in eval mode.
 
     Nuclei come from the segmentation head, split with the thresholds of the model's card,
-    unless `nuclei_masks` (B, H, W, 0 = background) are given. Runs under
+    unless `nuclei_masks` (B, H, W, 0 = background) are given; predicted nuclei
+    less than `min_contrast` darker in haematoxylin than their surroundings are
+    dropped (``infer.min_nucleus_contrast``). Runs under
     `inference_mode` with channels-last input, in bf16 where `precision` says so
     (`ghist_ray.model.precision`). A patch without nuclei contributes zero rows.
 
@@ -80,6 +88,9 @@ def predict_patch(
                 model.config.nuclei_fg_threshold,
                 model.config.nuclei_core_threshold,
                 min_area_px=min_area_px,
+                haematoxylin=haematoxylin_od(x) if min_contrast > 0 else None,
+                min_contrast=min_contrast,
+                ring_px=ring_px(model.config.mpp),
             )
             instances = torch.from_numpy(found).to(device)
         else:

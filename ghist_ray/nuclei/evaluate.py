@@ -117,6 +117,7 @@ def _model_method(model_dir: Path, config: InferConfig) -> Method:
             record.mpp,
             max_nucleus_um=config.max_nucleus_um,
             min_nucleus_um2=config.min_nucleus_um2,
+            min_contrast=config.min_nucleus_contrast,
             batch=config.model_batch,
             precision=config.precision,
         )
@@ -149,6 +150,7 @@ def run_evaluate_nuclei(
         "n_images": len(records),
         "max_nucleus_um": config.max_nucleus_um,
         "min_nucleus_um2": config.min_nucleus_um2,
+        "min_nucleus_contrast": config.min_nucleus_contrast,
         **{f"baseline.{k}": v for k, v in asdict(baseline).items()},
     }
     with stage_run(

@@ -69,6 +69,7 @@ def predict_nuclei(
     *,
     max_nucleus_um: float = 12.0,
     min_nucleus_um2: float = 4.0,
+    min_contrast: float = 0.0,
     batch: int = 16,
     precision: Precision = "auto",
 ) -> np.ndarray:
@@ -103,6 +104,7 @@ def predict_nuclei(
             model,
             patches,
             min_area_px=min_nucleus_px(min_nucleus_um2, config.mpp),
+            min_contrast=min_contrast,
             precision=precision,
         )
         for k, i in enumerate(tiles):

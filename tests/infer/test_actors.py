@@ -100,3 +100,30 @@ def test_compiled_encoder_gives_the_eager_cells(scratched_slide: Path, tmp_path:
     np.testing.assert_allclose(
         found[True]["expression"], found[False]["expression"], rtol=1e-3, atol=1e-4
     )
+
+
+def test_the_model_actor_drops_nuclei_fainter_than_asked(
+    scratched_slide: Path, tmp_path: Path
+) -> None:
+    """``infer.min_nucleus_contrast`` reaches the model actor: no nucleus of a noise
+    slide is a whole optical density unit darker than its surroundings."""
+    import torch
+
+    torch.manual_seed(0)
+    model_dir = save_model(GhistNet(MODEL), tmp_path / "model")
+    files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    tiling = Tiling.for_model(MODEL, InferConfig(max_nucleus_um=4.0, min_nucleus_contrast=1.0))
+    assert tiling.min_nucleus_contrast == 1.0
+    batch = _batch(tiling, SlideSource("noise", str(scratched_slide)))
+    layout = RunLayout(str(tmp_path / "out"), "run-1")
+    batch = TileReader(tiling, layout)({k: v[:8] for k, v in batch.items()})
+    found = {
+        contrast: CellPredictor(
+            files, layout, 1, torch_threads=1, precision="fp32", min_contrast=contrast
+        )(dict(batch))
+        for contrast in (0.0, tiling.min_nucleus_contrast)
+    }
+    # Only a patch the random model covers wholly keeps its "nuclei": with no
+    # background in it there is no contrast to measure.
+    assert len(found[1.0]["instance"]) <= 0.01 * len(found[0.0]["instance"])
+    assert len(found[0.0]["instance"]) > 100

@@ -15,7 +15,11 @@ from ghist_ray.nuclei.scores import score_image
 
 
 def dark_blobs_patch(
-    model: object, images: np.ndarray, min_area_px: int, precision: str = "auto"
+    model: object,
+    images: np.ndarray,
+    min_area_px: int,
+    min_contrast: float = 0.0,
+    precision: str = "auto",
 ) -> CellPredictions:
     """A stand-in for ``predict_patch``: every dark blob of a patch is a nucleus, ids
     restarting per patch, centroids in patch pixels (what the real one reports)."""
