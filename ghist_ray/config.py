@@ -158,7 +158,7 @@ class NucleiConfig(StageConfig):
     ``ghist_ray.nuclei.finetune``): encoder, decoder and segmentation head train;
     the per-cell heads stay as they are."""
 
-    steps: int = Field(300, ge=1, description="optimiser steps (fewer if the time runs out)")
+    steps: int = Field(600, ge=1, description="optimiser steps (fewer if the time runs out)")
     batch_size: int = Field(4, ge=1, description="patches per step")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate, decayed linearly to 0")
     weight_decay: float = Field(1e-4, ge=0)
