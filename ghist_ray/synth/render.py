@@ -88,26 +88,33 @@ def _global_grid(at: GridSampler, step_um: float) -> tuple[GridSampler, np.ndarr
     return GridSampler(kx * step_um, ky * step_um), at.ys / step_um - ky[0], at.xs / step_um - kx[0]
 
 
-def _stroma_eosin(scene: SlideScene, at: GridSampler) -> np.ndarray:
-    """Fibrous eosin texture running along the local fibre direction.
+def _stroma_eosin(scene: SlideScene, at: GridSampler, stroma: np.ndarray) -> np.ndarray:
+    """Fibrous eosin texture running along the local fibre direction, at the
+    ``stroma`` pixels of ``at``.
 
     At finer scans it is computed on a slide-wide STROMA_GRID_UM grid and
     interpolated: fibres are ~1 µm across, and at 0.25 µm/px this is a quarter of
-    the per-pixel work.
+    the per-pixel work. Otherwise only the stroma's own pixels are computed.
     """
+    if scene.mpp < STROMA_GRID_UM:
+        grid, fy, fx = _global_grid(at, STROMA_GRID_UM)
+        return _upsample(_fibres(scene, grid), fy, fx)[stroma]
+    return _fibres(scene, at, stroma)
+
+
+def _fibres(scene: SlideScene, at: GridSampler, where: np.ndarray | None = None) -> np.ndarray:
+    """The fibre texture on ``at``'s grid, or at its ``where`` pixels only."""
     seed = scene.seed
-    fine = scene.mpp < STROMA_GRID_UM
-    if fine:
-        at, fy, fx = _global_grid(at, STROMA_GRID_UM)
     xu, yu = np.meshgrid(at.xs, at.ys)
     angle = at.field(scene.fields.angle)
+    coarse = at.noise(25.0, seed + 22)
+    if where is not None:
+        xu, yu, angle, coarse = (a[where] for a in (xu, yu, angle, coarse))
     along = xu * np.cos(angle) + yu * np.sin(angle)
     across = -xu * np.sin(angle) + yu * np.cos(angle)
     fibre = value_noise(along / 7.0, across / 0.9, 1.0, seed + 21)
-    coarse = at.noise(25.0, seed + 22)
     eosin = 0.35 + 0.55 * fibre + 0.2 * coarse
-    eosin = np.where(fibre < 0.18, eosin * 0.35, eosin)  # clefts between fibres
-    return _upsample(eosin, fy, fx) if fine else eosin
+    return np.where(fibre < 0.18, eosin * 0.35, eosin)  # clefts between fibres
 
 
 def _upsample(grid: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
@@ -174,7 +181,7 @@ def _light(
         hema = np.where(nest, 0.08 + 0.06 * membrane, 0.0)
     stroma = tissue & ~nest
     if stroma.any():
-        eosin = np.where(stroma, _stroma_eosin(scene, at), eosin)
+        eosin[stroma] = _stroma_eosin(scene, at, stroma)
         hema = np.where(stroma, 0.035, hema)  # haematoxylin is never quite absent
     lumen = stroma & (vessel > 0.55)
     blood = at.noise(2.5, seed + 24) > 0.62
@@ -183,9 +190,7 @@ def _light(
 
     idx = scene.cells_near(x0 * mpp, y0 * mpp, (x0 + width) * mpp, (y0 + height) * mpp)
     if len(idx):
-        fine = at.noise(0.45, seed + 25)
-        coarse = at.noise(1.1, seed + 26)
-        _paint_nuclei(scene, idx, x0, y0, hema, eosin, labels, fine, coarse)
+        _paint_nuclei(scene, idx, at, x0, y0, hema, eosin, labels)
 
     folded = artefacts.fold(at, seed) if scene.artefacts else None
     if folded is not None:  # a second layer of section: twice the stain
@@ -236,15 +241,15 @@ def render_region(
 def _paint_nuclei(
     scene: SlideScene,
     idx: np.ndarray,
+    at: GridSampler,
     x0: int,
     y0: int,
     hema: np.ndarray,
     eosin: np.ndarray,
     labels: np.ndarray,
-    fine: np.ndarray,
-    coarse: np.ndarray,
 ) -> None:
-    """Paint nuclei (and macrophage cytoplasm) of cells ``idx`` in place, all at once."""
+    """Paint nuclei (and macrophage cytoplasm) of cells ``idx`` in place, all at once,
+    on the pixels of ``at`` (level-0 box from ``x0``, ``y0``)."""
     mpp = scene.mpp
     cells = scene.cells.iloc[idx]
     height, width = hema.shape
@@ -281,7 +286,11 @@ def _paint_nuclei(
     front = labels.reshape(-1)[flat] == label
     k, u, v, rel, ctype, ty, tx = (a[front] for a in (k, u, v, rel, ctype, ty, tx))
     chrom = cells["chromatin"].to_numpy()[k]
-    texture = np.where(chrom > 0.3, coarse[ty, tx], fine[ty, tx])
+    # Chromatin texture, fine or coarse: noise at the nucleus pixels only.
+    clumped = chrom > 0.3
+    texture = np.empty(len(k))
+    for pick, scale, salt in ((clumped, 1.1, 26), (~clumped, 0.45, 25)):
+        texture[pick] = value_noise(at.xs[tx[pick]], at.ys[ty[pick]], scale, scene.seed + salt)
     value = cells["darkness"].to_numpy()[k] * (0.78 + 2.0 * chrom * (texture - 0.5) + 0.3 * rel**4)
     # Prominent nucleolus in tumour cells, bigger with grade.
     semi = cells["semi_major_um"].to_numpy()[k]
