@@ -28,6 +28,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.model import GhistNet, load_model, min_nucleus_px, save_model
 from ghist_ray.model.instances import threshold_grid_f1
 from ghist_ray.model.precision import autocast
+from ghist_ray.recolour import shard_recolour
 from ghist_ray.shards import decode_image, split_dataset, spread_rows
 from ghist_ray.slides.redact import redact
 from ghist_ray.stage_run import stage_run
@@ -71,12 +72,17 @@ def calibrate_nuclei(
     batch_size: int = 8,
     precision: Precision = "auto",
 ) -> NucleiCalibration:
-    """Best (foreground, seed) thresholds on up to `max_tiles` tiles spread over `split`."""
+    """Best (foreground, seed) thresholds on up to `max_tiles` tiles spread over `split`,
+    recoloured as the model's training tiles were."""
     dataset = split_dataset(shards_root, split)
     if not dataset.count_rows():
         raise GhistError(f"{shards_root}: the split={split} shards hold no tiles to calibrate on")
-    rows = spread_rows(dataset, max_tiles, ["image_png", "mask_png"])
+    rows = spread_rows(dataset, max_tiles, ["slide_id", "image_png", "mask_png"])
     images = np.stack([decode_image(p) for p in rows["image_png"]])
+    mc = model.config
+    recolour = shard_recolour(shards_root, split, mc.stain_normalise, None, mc.stains)
+    if recolour is not None:
+        images = recolour.rgb(images, rows["slide_id"])
     truth = np.stack([decode_image(p).astype(np.int64) for p in rows["mask_png"]])
     where = f"{shards_root} split={split}"
     return calibrate_tiles(model, images, truth, where, min_nucleus_um2, batch_size, precision)

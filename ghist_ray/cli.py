@@ -75,7 +75,8 @@ ExperimentOpt = Annotated[
 StainOpt = Annotated[
     str | None,
     typer.Option(
-        help="Macenko stain normalisation: none, slide (stains estimated once per slide) or tile"
+        help="Macenko stain normalisation: none, slide (stains estimated once per slide), "
+        "tile, or auto (as the model's training tiles were)"
     ),
 ]
 StainTargetOpt = Annotated[

@@ -124,6 +124,12 @@ class TrainConfig(StageConfig):
     max_failures: int = Field(0, ge=-1, description="worker-group restarts; -1 = unlimited")
     keep_checkpoints: int = Field(2, ge=1, description="best-k kept by validation score")
     stain_jitter: float = Field(0.05, ge=0.0, le=0.5)
+    stain_normalise: Literal["none", "slide"] = Field(
+        "none",
+        description="slide = fit on tiles whose stains are mapped, per slide (Macenko), onto "
+        "the training stains; the card says so and inference, evaluation, calibration and "
+        "nuclei fine-tuning then do the same (infer.stain_normalise auto)",
+    )
     type_balance: float = Field(
         0.5,
         ge=0.0,
@@ -217,10 +223,11 @@ class InferConfig(StageConfig):
     )
     min_tissue: float = Field(0.05, ge=0.0, le=1.0, description="tissue fraction a tile needs")
     tissue_mpp: float = Field(8.0, gt=0, description="µm/px of the tissue mask")
-    stain_normalise: Literal["none", "slide", "tile"] = Field(
-        "none",
+    stain_normalise: Literal["auto", "none", "slide", "tile"] = Field(
+        "auto",
         description="Macenko stain normalisation: slide = stains estimated once per slide "
-        "from tiles spread over its tissue; tile = per tile (colours vary with content)",
+        "from tiles spread over its tissue; tile = per tile (colours vary with content); "
+        "auto = as the model's training tiles were (its card), none for most models",
     )
     stain_target: str | None = Field(
         None,

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as pads
 import torch
 
 from ghist_ray import console, metrics, plots, tracking
@@ -41,9 +40,10 @@ from ghist_ray.model.checkpoint import _first_difference as first_difference
 from ghist_ray.model.config import ModelConfig
 from ghist_ray.model.instances import haematoxylin_od, ring_px
 from ghist_ray.model.precision import autocast
-from ghist_ray.shards import ShardMeta, decode_image, iter_rows, rows_to_batch, split_dataset
+from ghist_ray.recolour import Recolour, shard_recolour
+from ghist_ray.shards import ShardMeta, iter_rows, rows_to_batch, split_dataset
 from ghist_ray.slides.redact import redact
-from ghist_ray.slides.stain import StainTarget, normalise, pooled_stains, target_for
+from ghist_ray.slides.stain import stain_mode
 from ghist_ray.stage_run import stage_run
 from ghist_ray.xenium.splits import TEST
 
@@ -185,48 +185,13 @@ def _slide_mpp(meta: ShardMeta) -> dict[str, float]:
     }
 
 
-@dataclass(frozen=True)
-class _Recolour:
-    """Stain normalisation of shard tiles as inference does it: onto ``target``,
-    from each slide's own stains (``per_slide``), or per tile when that is None."""
-
-    target: StainTarget
-    per_slide: dict[str, StainTarget | None] | None
-
-    def __call__(self, images: torch.Tensor, slides: np.ndarray) -> torch.Tensor:
-        rgb = images.permute(0, 2, 3, 1).numpy().copy()
-        for i, sid in enumerate(slides.astype(str)):
-            if self.per_slide is None:
-                rgb[i] = normalise(rgb[i], self.target)
-            elif (stains := self.per_slide.get(sid)) is not None:
-                rgb[i] = normalise(rgb[i], self.target, stains)
-        return torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous()
-
-
-def _slide_stains(dataset: pads.Dataset, per_slide: int) -> dict[str, StainTarget | None]:
-    """Each slide's stains, from up to ``per_slide`` of its tiles spread evenly (as
-    inference samples a slide's grid)."""
-    slides = dataset.to_table(columns=["slide_id"])["slide_id"].to_numpy(zero_copy_only=False)
-    slides = slides.astype(str)
-    picks = []
-    for sid in np.unique(slides):
-        where = np.flatnonzero(slides == sid)
-        spread = np.unique(np.linspace(0, len(where) - 1, per_slide).round().astype(int))
-        picks.append(where[spread])
-    table = dataset.take(np.sort(np.concatenate(picks)), columns=["slide_id", "image_png"])
-    tiles: dict[str, list[np.ndarray]] = {}
-    for sid, png in zip(table["slide_id"].to_pylist(), table["image_png"].to_pylist(), strict=True):
-        tiles.setdefault(str(sid), []).append(decode_image(png))
-    return {sid: pooled_stains(images) for sid, images in tiles.items()}
-
-
 def _evaluate_rows(
     model: GhistNet,
     rows: dict[str, np.ndarray],
     meta: ShardMeta,
     slide_mpp: dict[str, float],
     min_area_px: int,
-    recolour: _Recolour | None = None,
+    recolour: Recolour | None = None,
     precision: Precision = "auto",
     min_contrast: float = 0.0,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -451,7 +416,7 @@ def evaluate_model(
     *,
     bin_um: float = 50.0,
     min_nucleus_um2: float = 4.0,
-    stain_normalise: str = "none",
+    stain_normalise: str = "auto",
     stain_target: str | None = None,
     stain_sample_tiles: int = 16,
     precision: Precision = "auto",
@@ -465,9 +430,9 @@ def evaluate_model(
     under `min_nucleus_um2` are dropped before detection is scored, as inference drops
     them (`InferConfig.min_nucleus_um2`), and so are those fainter than
     `min_nucleus_contrast` (`InferConfig.min_nucleus_contrast`). `stain_normalise`
-    (none | slide | tile), `stain_target` and `stain_sample_tiles` recolour the tiles
-    as the `infer.stain_*` settings do at inference, to measure what normalisation
-    buys on shifted stains.
+    (auto = as the model was trained; none | slide | tile), `stain_target` and
+    `stain_sample_tiles` recolour the tiles as the `infer.stain_*` settings do at
+    inference, to measure what normalisation buys on shifted stains.
     `precision` is the network's number format (`ghist_ray.model.precision`).
 
     Example:
@@ -481,13 +446,10 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     min_area_px = min_nucleus_px(min_nucleus_um2, model.config.mpp)
-    target = target_for(stain_normalise, stain_target, model.config.stains)
-    recolour = None
-    if target is not None:
-        per_slide = None
-        if stain_normalise == "slide":
-            per_slide = _slide_stains(dataset, stain_sample_tiles)
-        recolour = _Recolour(target, per_slide)
+    mode = stain_mode(stain_normalise, model.config.stain_normalise)
+    recolour = shard_recolour(
+        shards_root, split, mode, stain_target, model.config.stains, stain_sample_tiles
+    )
     parts: list[dict[str, np.ndarray]] = []
     tiles: list[pd.DataFrame] = []
     try:
@@ -525,7 +487,7 @@ def load_and_evaluate(
     shards_root: str,
     split: str = TEST,
     out_dir: Path | None = None,
-    stain_normalise: str = "none",
+    stain_normalise: str = "auto",
     stain_target: str | None = None,
     precision: Precision = "auto",
     min_nucleus_contrast: float = 0.0,
@@ -561,7 +523,7 @@ def run_evaluate(
     split: str = TEST,
     tracking_uri: str | None = None,
     experiment: str | None = None,
-    stain_normalise: str = "none",
+    stain_normalise: str = "auto",
     stain_target: str | None = None,
     precision: Precision = "auto",
     min_nucleus_contrast: float = 0.0,

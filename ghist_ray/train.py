@@ -46,6 +46,7 @@ from ghist_ray.inference.progress import DONE, PhaseBars, start_counter, watch_p
 from ghist_ray.model import (
     GhistNet,
     ModelConfig,
+    PatchBatch,
     balanced_type_weights,
     compute_losses,
     load_model,
@@ -55,6 +56,7 @@ from ghist_ray.model.checkpoint import update_card
 from ghist_ray.model.precision import autocast
 from ghist_ray.nuclei_stats import CARD_KEY as NUCLEI_CARD_KEY
 from ghist_ray.nuclei_stats import training_distribution
+from ghist_ray.recolour import Recolour, shard_recolour
 from ghist_ray.runtime import ensure_ray
 from ghist_ray.shards import SCHEMA, ShardMeta, decode_image, rows_to_batch
 from ghist_ray.slides.redact import redact
@@ -203,12 +205,23 @@ class ValidationStats:
         }
 
 
-def _batches(split: str, batch_size: int, meta: dict, max_steps: int | None):
+def shard_batch(rows: dict[str, np.ndarray], meta: dict, recolour: Recolour | None) -> PatchBatch:
+    """Shard rows as the network is fitted on them: decoded, recoloured as the
+    model's card will say (``train.stain_normalise``)."""
+    batch = rows_to_batch(rows, len(meta["type_names"]), len(meta["genes"]))
+    if recolour is not None:
+        batch.images = recolour(batch.images, rows["slide_id"])
+    return batch
+
+
+def _batches(
+    split: str, batch_size: int, meta: dict, max_steps: int | None, recolour: Recolour | None
+):
     shard = ray.train.get_dataset_shard(split)
     for step, rows in enumerate(shard.iter_batches(batch_size=batch_size, batch_format="numpy")):
         if max_steps is not None and step >= max_steps:
             break
-        yield rows_to_batch(rows, len(meta["type_names"]), len(meta["genes"]))
+        yield shard_batch(rows, meta, recolour)
 
 
 def _save(model: torch.nn.Module, optimiser, scheduler, epoch: int, directory: Path) -> None:
@@ -274,6 +287,9 @@ def train_loop(loop: dict) -> None:
     weights = (
         model.module.config.loss_weights if hasattr(model, "module") else model.config.loss_weights
     )
+    recolour = {
+        split: Recolour.from_values(values) for split, values in (loop["recolour"] or {}).items()
+    }
     type_weights = balanced_type_weights(
         torch.tensor(meta["type_counts"], dtype=torch.float64), cfg.type_balance
     ).to(device)
@@ -288,7 +304,9 @@ def train_loop(loop: dict) -> None:
         start = time.perf_counter()
         if rank == 0:
             counter.update.remote({"phase": epoch, DONE: 0})
-        for batch in _batches("train", cfg.batch_size, meta, cfg.max_steps_per_epoch):
+        for batch in _batches(
+            "train", cfg.batch_size, meta, cfg.max_steps_per_epoch, recolour.get("train")
+        ):
             batch = augment(batch, cfg.stain_jitter, generator).to(device)
             with autocast(device, cfg.precision):
                 out = model(
@@ -316,7 +334,9 @@ def train_loop(loop: dict) -> None:
         model.eval()
         stats = ValidationStats(len(meta["genes"]), len(meta["type_names"]))
         with torch.inference_mode(), autocast(device, cfg.precision):
-            for batch in _batches("val", cfg.batch_size, meta, cfg.max_val_batches):
+            for batch in _batches(
+                "val", cfg.batch_size, meta, cfg.max_val_batches, recolour.get("val")
+            ):
                 batch = batch.to(device)
                 cells = model(
                     batch.images, batch.instances, batch.cell_patch, batch.cell_instance
@@ -442,7 +462,12 @@ def run_train(
         input_mean=tuple(mean),
         input_std=tuple(std),
         stains=stains,
+        stain_normalise=config.stain_normalise,
     )
+    recolour = {
+        split: shard_recolour(shards, split, config.stain_normalise, None, stains)
+        for split in FIT_SPLITS
+    }
     params = {
         "shards": redact(shards),
         "genes": len(meta.genes),
@@ -481,6 +506,7 @@ def run_train(
                     "type_counts": type_counts(shards, len(meta.type_names)),
                 },
                 "reference": reference,
+                "recolour": {k: v.to_values() for k, v in recolour.items() if v is not None},
                 "tracking_uri": tracking_uri,
                 "run_id": run_id,
                 "counter": counter,

@@ -38,7 +38,7 @@ from ghist_ray.slides import (
     tile_grid,
 )
 from ghist_ray.slides.redact import scrub
-from ghist_ray.slides.stain import pooled_stains, target_for
+from ghist_ray.slides.stain import pooled_stains, stain_mode, target_for
 
 PLAN_FILE = "plan.json"
 THUMB_FILE = "thumb.npz"
@@ -91,16 +91,15 @@ class Tiling:
                 f"infer.max_nucleus_um {config.max_nucleus_um} µm needs a {overlap} px overlap, "
                 f"more than half the model's {model.patch_px} px patch"
             )
+        mode = stain_mode(config.stain_normalise, model.stain_normalise)
         return cls(
             mpp=model.mpp,
             patch_px=model.patch_px,
             overlap_px=overlap,
             min_tissue=config.min_tissue,
             tissue_mpp=config.tissue_mpp,
-            stain_normalise=config.stain_normalise,
-            stain_target=_as_tuple(
-                target_for(config.stain_normalise, config.stain_target, model.stains)
-            ),
+            stain_normalise=mode,
+            stain_target=_as_tuple(target_for(mode, config.stain_target, model.stains)),
             stain_sample_tiles=config.stain_sample_tiles,
             min_nucleus_px=min_nucleus_px(config.min_nucleus_um2, model.mpp),
             max_nucleus_um2=config.max_nucleus_um2,

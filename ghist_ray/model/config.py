@@ -61,6 +61,11 @@ class ModelConfig(BaseModel):
         description="Macenko H&E stains of the training tiles (StainTarget.as_tuple): "
         "what stain normalisation maps a slide onto",
     )
+    stain_normalise: Literal["none", "slide"] = Field(
+        "none",
+        description="how the training tiles were recoloured: slide = each slide's stains "
+        "mapped onto `stains` (Macenko), so inference should do the same",
+    )
     loss_weights: LossWeights = LossWeights()
     # Watershed post-processing (`instances_from_maps`): calibrated on training tiles after
     # a fit (`ghist_ray.calibrate`), since where a partly trained distance map splits

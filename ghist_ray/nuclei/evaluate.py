@@ -100,12 +100,13 @@ def _model_method(model_dir: Path, config: InferConfig) -> Method:
 
     from ghist_ray.model import load_model
     from ghist_ray.nuclei.predict import predict_nuclei
-    from ghist_ray.slides.stain import normalise, target_for
+    from ghist_ray.slides.stain import normalise, stain_mode, target_for
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     network = load_model(model_dir)
-    target = target_for(config.stain_normalise, config.stain_target, network.config.stains)
+    mode = stain_mode(config.stain_normalise, network.config.stain_normalise)
+    target = target_for(mode, config.stain_target, network.config.stains)
 
     def run(record: AnnotatedImage) -> np.ndarray:
         # An annotated image is one small slide: its stains, per slide or per tile,

@@ -120,6 +120,12 @@ def normalise(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(rgb.shape)
 
 
+def stain_mode(asked: str, trained: str) -> str:
+    """The normalisation to apply: ``auto`` means the one the model was trained with
+    (its card's ``stain_normalise``), so its tiles look as they did in training."""
+    return trained if asked == "auto" else asked
+
+
 def target_for(mode: str, image: str | None, trained: Sequence[float] | None) -> StainTarget | None:
     """What tiles are normalised onto under ``mode`` (none | slide | tile): the stains
     of ``image`` when named, else the model's training stains, else TIAToolbox's."""

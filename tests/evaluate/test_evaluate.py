@@ -240,7 +240,7 @@ def test_stain_normalisation_recolours_each_slide_with_its_own_stains(
 ) -> None:
     """As at inference: every tile of a slide goes through that slide's pooled stains,
     onto the model's training stains."""
-    from ghist_ray.evaluate import _slide_stains
+    from ghist_ray.recolour import slide_stains
     from ghist_ray.shards import decode_image, split_dataset
     from ghist_ray.slides import DEFAULT_TARGET, StainTarget, normalise
 
@@ -248,7 +248,7 @@ def test_stain_normalisation_recolours_each_slide_with_its_own_stains(
     config = small_config(handmade.meta).model_copy(update={"stains": training})
     table = pads.dataset(handmade.root / "split=test", format="parquet").to_table()
     raw = [decode_image(p) for p in table["image_png"].to_pylist()]
-    per_slide = _slide_stains(split_dataset(str(handmade.root), "test"), 16)
+    per_slide = slide_stains(split_dataset(str(handmade.root), "test"), 16)
     assert set(per_slide) == {"S1", "S2"} and all(per_slide.values())
     target = StainTarget.from_values(training)
     for mode, expected in (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from ghist_ray.nuclei.finetune import (
     segmentation_loss,
     to_model_grid,
 )
+from ghist_ray.slides import DEFAULT_TARGET, normalise
 from tests.conftest import SHARED_DATA
 
 MONUSEG = SHARED_DATA / "nuclei" / "monuseg2018"
@@ -53,6 +55,20 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = ModelConfig(gene_names=["G0", "G1", "G2"], type_names=["a", "b"], **TINY)
     return save_model(GhistNet(config), tmp_path_factory.mktemp("base") / "model")
+
+
+def test_a_model_fitted_on_normalised_tiles_sees_the_images_recoloured(
+    annotated: list[AnnotatedImage],
+) -> None:
+    """``train.stain_normalise=slide``: the image's colours go onto the model's stains
+    (from the image's own, as evaluate-nuclei does) before it is resampled."""
+    image = annotated[0]
+    plain = to_model_grid(image, 1.0, 64)
+    recoloured = to_model_grid(image, 1.0, 64, DEFAULT_TARGET)
+    by_hand = to_model_grid(replace(image, rgb=normalise(image.rgb, DEFAULT_TARGET)), 1.0, 64)
+    np.testing.assert_array_equal(recoloured.rgb, by_hand.rgb)
+    np.testing.assert_array_equal(recoloured.instances, plain.instances)
+    assert np.abs(recoloured.rgb.astype(int) - plain.rgb).mean() > 1.0
 
 
 def test_finetune_lowers_the_loss_and_leaves_cell_heads_alone(
