@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ghist_ray.calibrate import calibrate_nuclei, calibrate_tiles
-from ghist_ray.config import InferConfig, TrainConfig
+from ghist_ray.config import InferConfig
 from ghist_ray.evaluate import evaluate_model
 from ghist_ray.inference.plan import Tiling
 from ghist_ray.model import load_model
@@ -19,6 +19,7 @@ from ghist_ray.recolour import Recolour, shard_recolour
 from ghist_ray.shards import ShardMeta, decode_image, numpy_rows, split_dataset, spread_rows
 from ghist_ray.slides import DEFAULT_TARGET, normalise
 from ghist_ray.train import run_train, shard_batch
+from tests.train.quick import one_step
 
 
 def test_the_fit_reads_each_slide_recoloured_through_its_own_stains(small_shards: Path) -> None:
@@ -48,17 +49,7 @@ def test_the_fit_reads_each_slide_recoloured_through_its_own_stains(small_shards
 def test_a_model_fitted_on_normalised_tiles_is_used_with_them(
     small_shards: Path, ray_session: None, tmp_path: Path
 ) -> None:
-    config = TrainConfig(
-        name="normalised",
-        epochs=1,
-        max_steps_per_epoch=1,
-        max_val_batches=1,
-        batch_size=2,
-        calibrate_tiles=0,
-        register_as=None,
-        stain_normalise="slide",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
+    config = one_step("normalised", tmp_path, stain_normalise="slide")
     result = run_train(config, str(small_shards), str(tmp_path / "out"), evaluate=False)
     model = load_model(result.model_dir)
     card = model.config

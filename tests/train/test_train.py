@@ -22,6 +22,7 @@ from ghist_ray.errors import GhistError
 from ghist_ray.model import load_model, read_model_card
 from ghist_ray.shards import META, ShardMeta
 from ghist_ray.train import check_shards, run_train
+from tests.train.quick import one_step
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -192,16 +193,7 @@ def test_training_never_reads_the_test_split(
     shutil.copytree(small_shards, target)
     for part in (target / "split=test").rglob("*.parquet"):
         part.write_bytes(b"not parquet")
-    config = TrainConfig(
-        name="no-test",
-        epochs=1,
-        max_steps_per_epoch=1,
-        max_val_batches=1,
-        batch_size=2,
-        calibrate_tiles=0,
-        register_as=None,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )
+    config = one_step("no-test", tmp_path)
     result = run_train(config, str(target), str(tmp_path / "out"), evaluate=False)
     assert result.metrics["epoch"] == 0 and "val_score" in result.metrics
     assert not any(k.startswith("eval_") for k in result.metrics)
