@@ -20,6 +20,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from ghist_ray.inference.tile_cells import tile_cells
 from ghist_ray.mlflow_model import ARTIFACT, MIN_NUCLEUS_PARAM
 from ghist_ray.model import GhistNet, load_model, min_nucleus_px
+from ghist_ray.slides.stain import as_trained
 
 
 class GhistModel(PythonModel):
@@ -38,10 +39,12 @@ class GhistModel(PythonModel):
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         """Tiles (B, H, W, 3) uint8 → cells; ``params`` come filled from the
-        signature (``min_nucleus_um2``)."""
+        signature (``min_nucleus_um2``). A model fitted on stain-normalised tiles
+        gets the batch recoloured as one slide's tiles (``as_trained``)."""
         um2 = float((params or {})[MIN_NUCLEUS_PARAM])
-        smallest = min_nucleus_px(um2, self.network.config.mpp)
-        return tile_cells(self.network, np.asarray(model_input), smallest)
+        config = self.network.config
+        tiles = as_trained(np.asarray(model_input), config)
+        return tile_cells(self.network, tiles, min_nucleus_px(um2, config.mpp))
 
 
 mlflow.models.set_model(GhistModel())

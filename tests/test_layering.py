@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
         "plots",
         "console",
         "shards",
+        "recolour",
         "nuclei_stats",
     },
     # Running and recording: Ray start-up, MLflow.

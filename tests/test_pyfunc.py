@@ -24,13 +24,18 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow.exceptions import MlflowException
 from packaging.utils import canonicalize_name
 
+from ghist_ray import tracking
 from ghist_ray.cells.schema import OUTLINE_RAYS
-from ghist_ray.mlflow_model import REQUIREMENTS
-from ghist_ray.model import load_model, min_nucleus_px, predict_patch
+from ghist_ray.inference.tile_cells import tile_cells
+from ghist_ray.mlflow_model import REQUIREMENTS, log_model
+from ghist_ray.model import GhistNet, load_model, min_nucleus_px, predict_patch, save_model
 from ghist_ray.model.instances import instance_outlines
+from ghist_ray.slides import DEFAULT_TARGET
+from ghist_ray.slides.stain import as_trained
 from tests.registry_store import CONFIG, GENES, TYPES, Registered, real_tiles, registered_store
 
 NUMPY_TYPES = {"long": np.dtype("int64"), "float": np.dtype("float32"), "string": np.dtype("O")}
@@ -118,6 +123,28 @@ def test_loaded_model_gives_the_cells_of_the_network(
     fewer = model.predict(tiles, params={"min_nucleus_um2": 12.0})
     _assert_same_cells(fewer, _expected(store, tiles, 12.0))
     assert len(fewer) < len(cells)
+
+
+def test_a_model_fitted_on_normalised_tiles_recolours_the_batch(
+    tiles: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its card says ``stain_normalise: slide``: the batch is taken as one slide's
+    tiles and mapped onto the training stains before the network sees it."""
+    config = CONFIG.model_copy(
+        update={"stain_normalise": "slide", "stains": DEFAULT_TARGET.as_tuple()}
+    )
+    torch.manual_seed(0)
+    model_dir = save_model(GhistNet(config), tmp_path / "model")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = tracking.open_run(uri, "train", "normalised")
+    logged = log_model(model_dir, run_id, uri)
+    tracking.finish_run(uri, run_id)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cells = mlflow.pyfunc.load_model(logged).predict(tiles)
+    recoloured = as_trained(tiles, config)
+    assert np.abs(recoloured.astype(int) - tiles).mean() > 1.0
+    smallest = min_nucleus_px(4.0, config.mpp)
+    _assert_same_cells(cells, tile_cells(load_model(model_dir), recoloured, smallest))
 
 
 @pytest.mark.parametrize(

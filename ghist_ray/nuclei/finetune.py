@@ -44,7 +44,7 @@ from ghist_ray.augment import augment
 from ghist_ray.calibrate import NucleiCalibration, calibrate_tiles, with_thresholds
 from ghist_ray.config import NucleiConfig
 from ghist_ray.errors import GhistError
-from ghist_ray.model import GhistNet, PatchBatch, load_model, model_card, save_model
+from ghist_ray.model import GhistNet, ModelConfig, PatchBatch, load_model, model_card, save_model
 from ghist_ray.model.checkpoint import read_model_card, update_card
 from ghist_ray.model.losses import segmentation_losses, weighted_total
 from ghist_ray.model.precision import autocast
@@ -53,7 +53,7 @@ from ghist_ray.nuclei.annotations import AnnotatedImage, load_folder, read_organ
 from ghist_ray.nuclei.predict import resampled
 from ghist_ray.slides.backends.base import WHITE
 from ghist_ray.slides.redact import redact
-from ghist_ray.slides.stain import StainTarget, normalise, target_for
+from ghist_ray.slides.stain import as_trained
 
 #: Parameter-name prefixes that train; every other parameter is frozen.
 TRAINED = ("backbone.", "seg_head.")
@@ -90,17 +90,15 @@ class FinetuneResult:
         return self.after.f1
 
 
-def to_model_grid(
-    image: AnnotatedImage, mpp: float, patch_px: int, stains: StainTarget | None = None
-) -> GridImage:
-    """``image`` resampled to ``mpp`` (its mask by nearest neighbour), padded with
-    white / background up to ``patch_px`` where smaller; with ``stains``, its colours
-    mapped onto them first (a model trained on stain-normalised tiles)."""
+def to_model_grid(image: AnnotatedImage, model: ModelConfig) -> GridImage:
+    """``image`` as ``model`` sees it: recoloured as its training tiles were
+    (:func:`~ghist_ray.slides.stain.as_trained`), resampled to its µm/px (the mask by
+    nearest neighbour), padded with white / background up to a patch where smaller."""
+    mpp, patch_px = model.mpp, model.patch_px
     height, width = image.instances.shape
     scale = image.mpp / mpp
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    rgb = image.rgb if stains is None else normalise(image.rgb, stains)
-    rgb = resampled(rgb, size)
+    rgb = resampled(as_trained(image.rgb, model), size)
     mask = Image.fromarray(image.instances.astype(np.int32)).resize(size, Image.Resampling.NEAREST)
     pad = ((0, max(0, patch_px - size[1])), (0, max(0, patch_px - size[0])))
     rgb = np.stack([np.pad(rgb[..., c], pad, constant_values=WHITE[c]) for c in range(3)], -1)
@@ -238,9 +236,7 @@ def finetune_nuclei(
         raise GhistError("nuclei: no annotated images to fine-tune on")
     started = time.perf_counter()
     mc = model.config
-    # Recoloured as evaluate-nuclei and inference recolour them for this model.
-    stains = target_for(mc.stain_normalise, None, mc.stains)
-    grids = [to_model_grid(image, mc.mpp, mc.patch_px, stains) for image in images]
+    grids = [to_model_grid(image, mc) for image in images]
     tiles, truth = grid_tiles(grids, mc.patch_px, CALIBRATION_TILES)
     where = f"{len(images)} annotated images"
     with torch_threads(config.torch_threads):

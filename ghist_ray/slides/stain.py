@@ -21,11 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ghist_ray.errors import GhistError
 from ghist_ray.slides.backends import BackendError, open_local
+
+if TYPE_CHECKING:
+    from ghist_ray.model.config import ModelConfig
 
 TARGET_MAX_PX = 4096  # a target image is read at its coarsest level at most this long
 STAINED_OD = 0.15  # OD norm below which a pixel is glass, not stain (Macenko's beta)
@@ -134,6 +138,15 @@ def target_for(mode: str, image: str | None, trained: Sequence[float] | None) ->
     if image:
         return read_stain_target(image)
     return StainTarget.from_values(trained) if trained else DEFAULT_TARGET
+
+
+def as_trained(rgb: np.ndarray, model: ModelConfig) -> np.ndarray:
+    """One slide's pixels (an image, or a batch of its tiles, ... × 3 uint8) as the
+    model's training tiles were: mapped onto its training stains from the stains of
+    all of ``rgb`` when it was fitted with ``train.stain_normalise=slide``, else
+    as they are. For callers that hand the network pixels, not slides."""
+    target = target_for(model.stain_normalise, None, model.stains)
+    return rgb if target is None else normalise(rgb, target)
 
 
 def read_stain_target(path: str | Path) -> StainTarget:

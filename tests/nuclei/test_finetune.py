@@ -63,9 +63,13 @@ def test_a_model_fitted_on_normalised_tiles_sees_the_images_recoloured(
     """``train.stain_normalise=slide``: the image's colours go onto the model's stains
     (from the image's own, as evaluate-nuclei does) before it is resampled."""
     image = annotated[0]
-    plain = to_model_grid(image, 1.0, 64)
-    recoloured = to_model_grid(image, 1.0, 64, DEFAULT_TARGET)
-    by_hand = to_model_grid(replace(image, rgb=normalise(image.rgb, DEFAULT_TARGET)), 1.0, 64)
+    as_is = ModelConfig(gene_names=["G0"], type_names=["a", "b"], **TINY)
+    normalised = as_is.model_copy(
+        update={"stain_normalise": "slide", "stains": DEFAULT_TARGET.as_tuple()}
+    )
+    plain = to_model_grid(image, as_is)
+    recoloured = to_model_grid(image, normalised)
+    by_hand = to_model_grid(replace(image, rgb=normalise(image.rgb, DEFAULT_TARGET)), as_is)
     np.testing.assert_array_equal(recoloured.rgb, by_hand.rgb)
     np.testing.assert_array_equal(recoloured.instances, plain.instances)
     assert np.abs(recoloured.rgb.astype(int) - plain.rgb).mean() > 1.0
@@ -77,7 +81,7 @@ def test_finetune_lowers_the_loss_and_leaves_cell_heads_alone(
     images = annotated
     model = load_model(base_model)
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
-    grids = [to_model_grid(image, model.config.mpp, model.config.patch_px) for image in images]
+    grids = [to_model_grid(image, model.config) for image in images]
     assert grids[0].rgb.shape[:2] == grids[0].instances.shape == (253, 253)  # 0.2527 µm/px
     held = random_patches(grids, model.config.patch_px, 8, np.random.default_rng(99))
     with torch.no_grad():
