@@ -240,7 +240,7 @@ class InferConfig(StageConfig):
         0.0,
         ge=0.0,
         description="haematoxylin OD a nucleus must exceed its 1 µm surroundings by, "
-        "else dropped (0 = off; 0.04 on real H&E, README)",
+        "else dropped (0 = off; 0.05 on real H&E, README)",
     )
     max_nucleus_um2: float = Field(
         400.0, gt=0.0, description="larger 'nuclei' are never cells: dropped and counted"
